@@ -1,0 +1,10 @@
+"""Low-level ops of the StyleGAN2 generator: ``bias_act`` and ``upfirdn2d``.
+
+Each op has a plain-PyTorch reference implementation and ONE public function
+that chooses between the reference and the compiled CUDA extension
+(``nada_ops.ops.backend`` decides which).
+"""
+from .bias_act import bias_act, ACTIVATIONS
+from .upfirdn2d import upfirdn2d, setup_filter, upsample2d, downsample2d, filter2d
+
+__all__ = ["bias_act", "ACTIVATIONS", "upfirdn2d", "setup_filter", "upsample2d", "downsample2d", "filter2d"]

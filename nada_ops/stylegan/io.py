@@ -1,0 +1,162 @@
+"""Load any supported generator checkpoint (format detected from content) and save ours.
+
+``load_generator(path)`` -> :class:`GeneratorHandle`, the small value object passed
+between nodes.  Model files are untrusted: no reader executes code from a file.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import struct
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .config import StyleGAN2Config
+from .formats import CheckpointError, ReadResult
+from .networks import Generator, estimate_w_avg
+
+W_AVG_ESTIMATE_SAMPLES = 8192
+W_AVG_ESTIMATE_SEED = 0
+
+_PICKLE_PROTOCOL_BYTES = {2, 3, 4, 5}
+# torch's legacy (non-zip) serialization starts with a pickled magic number.
+_TORCH_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def detect_format(path) -> str:
+    """'safetensors' | 'torch-zip' | 'torch-legacy' | 'pickle', from the first bytes."""
+    p = os.fspath(path)
+    if not os.path.exists(p):
+        raise CheckpointError(p, "file does not exist")
+    if os.path.isdir(p):
+        raise CheckpointError(p, "is a folder, expected a model file")
+    size = os.path.getsize(p)
+    if size == 0:
+        raise CheckpointError(p, "file is empty")
+    with open(p, "rb") as fh:
+        head = fh.read(64)
+    if head[:4] == b"PK\x03\x04":
+        return "torch-zip"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 2 <= n <= size - 8 and head[8:9] == b"{":
+            return "safetensors"
+    if head[0] == 0x80 and len(head) > 1 and head[1] in _PICKLE_PROTOCOL_BYTES:
+        if _TORCH_LEGACY_MAGIC in head[:20]:
+            return "torch-legacy"
+        return "pickle"
+    raise CheckpointError(p, "not a recognised StyleGAN checkpoint: expected an NVIDIA .pkl pickle, a "
+                             "rosinality/StyleGAN-NADA .pt (torch.save) or this pack's .safetensors "
+                             f"(first bytes: {head[:8].hex()})")
+
+
+def read_checkpoint(path) -> ReadResult:
+    """Read a checkpoint of any supported format into a :class:`ReadResult`."""
+    kind = detect_format(path)
+    if kind == "safetensors":
+        from .formats.safetensors_io import read_safetensors_generator
+        return read_safetensors_generator(path)
+    if kind in ("torch-zip", "torch-legacy"):
+        from .formats.rosinality_pt import read_rosinality
+        return read_rosinality(path)
+    from .formats.nvidia_pkl import read_nvidia_pickle
+    return read_nvidia_pickle(path)
+
+
+@dataclass(frozen=True)
+class GeneratorHandle:
+    """A loaded generator with its architecture and provenance.  Immutable by convention:
+    consumers never modify ``G``; training works on :meth:`clone_generator`."""
+    G: Generator
+    name: str
+    source_format: str
+    provenance: dict = field(default_factory=dict)
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def cfg(self) -> StyleGAN2Config:
+        return self.G.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return self.G.w_avg.device
+
+    def clone_generator(self, device=None, requires_grad: bool = False) -> Generator:
+        """A fresh copy with ordinary (non-inference) tensors, safe to train."""
+        with torch.inference_mode(False):
+            G2 = Generator(self.cfg)
+            sd = {k: v.detach().clone() for k, v in self.G.state_dict().items()}
+            G2.load_state_dict(sd)
+            G2 = G2.to(device or self.device)
+            G2.requires_grad_(requires_grad)
+            G2.eval()
+        return G2
+
+    def derive(self, G: Generator, name: str | None = None, history_entry: dict | None = None) -> "GeneratorHandle":
+        """A new handle for ``G`` (e.g. adapted/interpolated), recording what was done."""
+        prov = copy.deepcopy(self.provenance)
+        if history_entry is not None:
+            prov.setdefault("history", []).append(history_entry)
+        return replace(self, G=G, name=name or self.name, provenance=prov)
+
+    def describe(self) -> str:
+        c = self.cfg
+        lines = [
+            f"name: {self.name}",
+            f"format: {self.source_format}",
+            f"resolution: {c.img_resolution}x{c.img_resolution}, {c.img_channels} channels",
+            f"z_dim {c.z_dim}, w_dim {c.w_dim}, c_dim {c.c_dim}, mapping layers {c.num_mapping_layers}",
+            f"channels: " + ", ".join(f"{r}:{c.channels(r)}" for r in c.block_resolutions),
+            f"num_ws (W+ entries): {c.num_ws}",
+            f"conv_clamp: {c.conv_clamp}",
+            f"parameters: {sum(p.numel() for p in self.G.parameters()):,}",
+        ]
+        wa = self.provenance.get("w_avg")
+        if wa:
+            lines.append(f"w_avg: {wa}")
+        for h in self.provenance.get("history", []):
+            lines.append(f"history: {h.get('op', '?')}: " + ", ".join(f"{k}={v}" for k, v in h.items() if k != 'op'))
+        return "\n".join(lines)
+
+
+def generator_from_read(res: ReadResult, path, device="cpu") -> tuple[Generator, dict]:
+    G = Generator(res.cfg)
+    try:
+        G.load_state_dict(res.state_dict, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(path, f"weights do not fit the architecture: {e}") from None
+    prov = dict(res.provenance)
+    prov.setdefault("source_file", os.path.basename(os.fspath(path)))
+    prov.setdefault("source_format", res.format)
+    if not res.w_avg_in_checkpoint:
+        with torch.no_grad():
+            G.mapping.w_avg.copy_(estimate_w_avg(G, W_AVG_ESTIMATE_SAMPLES, W_AVG_ESTIMATE_SEED))
+        prov["w_avg"] = (f"estimated from {W_AVG_ESTIMATE_SAMPLES} mapped samples (seed {W_AVG_ESTIMATE_SEED}); "
+                         "the checkpoint stores no average latent")
+    for name, t in G.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(path, f"tensor {name!r} contains NaN or Inf values")
+    G.eval().requires_grad_(False)
+    return G.to(device), prov
+
+
+def load_generator(path, device="cpu", dtype: torch.dtype = torch.float32) -> GeneratorHandle:
+    """Load a generator from an NVIDIA .pkl, a rosinality/NADA .pt or our .safetensors."""
+    res = read_checkpoint(path)
+    G, prov = generator_from_read(res, path, device)
+    name = os.path.splitext(os.path.basename(os.fspath(path)))[0]
+    return GeneratorHandle(G=G, name=name, source_format=res.format, provenance=prov, dtype=dtype)
+
+
+def save_generator(handle_or_G, path, provenance: dict | None = None) -> None:
+    """Save as this pack's .safetensors (atomic), with architecture + provenance metadata."""
+    from .formats.safetensors_io import write_safetensors_generator
+    if hasattr(handle_or_G, "G") and hasattr(handle_or_G, "provenance"):
+        G = handle_or_G.G
+        prov = dict(handle_or_G.provenance)
+        if provenance:
+            prov.update(provenance)
+    else:
+        G, prov = handle_or_G, dict(provenance or {})
+    write_safetensors_generator(G, path, prov)

@@ -1,0 +1,151 @@
+"""The only place that touches ComfyUI's modules (imported lazily, so that the node
+classes can also be exercised by tests with stand-ins for ComfyUI)."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+STYLEGAN_FOLDER = "stylegan"
+CLIP_FOLDER = "open_clip"
+DIRECTION_FOLDER = "latent_directions"
+MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
+
+# Custom types (pack-prefixed: type names are global in ComfyUI).
+GENERATOR = "NADA_GENERATOR"
+LATENTS = "NADA_LATENTS"
+CLIP = "NADA_CLIP"
+DIRECTION = "NADA_DIRECTION"
+SCHEDULE = "NADA_FREEZE_SCHEDULE"
+CATEGORY = "StyleGAN-NADA"
+
+
+def folder_paths():
+    import folder_paths as fp  # ComfyUI module
+    return fp
+
+
+def register_model_folders() -> None:
+    """Register models/stylegan, models/open_clip, models/latent_directions unless the user
+    already configured them (extra_model_paths.yaml is read before packs load)."""
+    try:
+        fp = folder_paths()
+    except ImportError:
+        return
+    for key, exts in ((STYLEGAN_FOLDER, MODEL_EXTENSIONS),
+                      (CLIP_FOLDER, {".pt", ".bin", ".safetensors", ".pth"}),
+                      (DIRECTION_FOLDER, {".npy", ".pt", ".pth"})):
+        default = os.path.join(fp.models_dir, key)
+        if key in fp.folder_names_and_paths:
+            paths, known = fp.folder_names_and_paths[key]
+            if default not in paths:
+                paths.append(default)
+            fp.folder_names_and_paths[key] = (paths, set(known) | set(exts))
+        else:
+            fp.folder_names_and_paths[key] = ([default], set(exts))
+
+
+def list_files(key: str) -> list[str]:
+    try:
+        return sorted(folder_paths().get_filename_list(key))
+    except (ImportError, KeyError):
+        return []
+
+
+def full_path(key: str, name: str) -> str:
+    fp = folder_paths()
+    if hasattr(fp, "get_full_path_or_raise"):
+        return fp.get_full_path_or_raise(key, name)
+    p = fp.get_full_path(key, name)
+    if p is None:
+        raise FileNotFoundError(f"{name} not found in models/{key}")
+    return p
+
+
+def first_folder(key: str) -> str:
+    fp = folder_paths()
+    paths = fp.get_folder_paths(key)
+    if not paths:
+        raise RuntimeError(f"no folder is registered for models/{key}")
+    return paths[0]
+
+
+def output_dir() -> str:
+    return folder_paths().get_output_directory()
+
+
+def torch_device(choice: str = "auto") -> torch.device:
+    if choice and choice != "auto":
+        return torch.device(choice)
+    try:
+        import comfy.model_management as mm
+        return mm.get_torch_device()
+    except ImportError:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_choices() -> list[str]:
+    out = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return out
+
+
+def soft_empty_cache() -> None:
+    try:
+        import comfy.model_management as mm
+        mm.soft_empty_cache()
+    except ImportError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def interrupt_requested() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    try:
+        import comfy.model_management as mm
+        return isinstance(exc, mm.InterruptProcessingException)
+    except ImportError:
+        return False
+
+
+class Progress:
+    """Progress bar + preview on the node; checks for interrupt at every update."""
+
+    def __init__(self, total: int, node_id: str | None = None):
+        self.total = max(int(total), 1)
+        self.node_id = node_id
+        try:
+            import comfy.utils
+            self._bar = comfy.utils.ProgressBar(self.total)
+        except ImportError:
+            self._bar = None
+
+    def __call__(self, step: int, total: int | None = None, preview=None) -> None:
+        interrupt_requested()
+        if self._bar is None:
+            return
+        total = total or self.total
+        if preview is not None:
+            self._bar.update_absolute(step, total, ("JPEG", preview, 512))
+        else:
+            self._bar.update_absolute(step, total)
+
+
+def send_message(event: str, data: dict) -> None:
+    """Custom websocket message to the front end (no-op outside ComfyUI)."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    inst = getattr(PromptServer, "instance", None)
+    if inst is not None:
+        inst.send_sync(event, data)

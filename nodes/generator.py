@@ -1,0 +1,193 @@
+"""Nodes: load a StyleGAN generator, sample W latents, synthesize images, save, info."""
+from __future__ import annotations
+
+import os
+import re
+
+import torch
+
+from . import _comfy as C
+
+
+class NADALoadStyleGAN:
+    DESCRIPTION = ("Load a StyleGAN2 generator from models/stylegan: NVIDIA .pkl (stylegan2-ada-pytorch / "
+                   "stylegan3 repo), StyleGAN-NADA / rosinality .pt, or this pack's .safetensors. The format is "
+                   "detected from the file's content; pickles are read without executing any code from them.")
+    CATEGORY = C.CATEGORY
+    RETURN_TYPES = (C.GENERATOR, "STRING")
+    RETURN_NAMES = ("generator", "info")
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (C.list_files(C.STYLEGAN_FOLDER), {"tooltip": "A generator file in models/stylegan."}),
+            "device": (C.device_choices(), {"default": "auto",
+                                            "tooltip": "auto = ComfyUI's main device (GPU when there is one)."}),
+            "precision": (["fp32", "fp16"], {"default": "fp32",
+                                             "tooltip": "fp16 runs synthesis activations in half precision "
+                                                        "(GPU only; faster, tiny differences)."}),
+        }}
+
+    def load(self, model, device="auto", precision="fp32"):
+        from ..nada_ops.stylegan.io import load_generator
+        path = C.full_path(C.STYLEGAN_FOLDER, model)
+        dev = C.torch_device(device)
+        dtype = torch.float16 if precision == "fp16" and dev.type == "cuda" else torch.float32
+        handle = load_generator(path, device=dev, dtype=dtype)
+        return (handle, handle.describe())
+
+
+class NADASampleW:
+    DESCRIPTION = ("Seeds -> W latents with truncation (NVIDIA's seed convention, so seed N gives the same "
+                   "image as NVIDIA's generate.py). Optional class label and style mixing.")
+    CATEGORY = C.CATEGORY
+    RETURN_TYPES = (C.LATENTS,)
+    RETURN_NAMES = ("latents",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "generator": (C.GENERATOR,),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "control_after_generate": True,
+                             "tooltip": "First seed; the batch uses seed, seed+1, ..."}),
+            "batch_size": ("INT", {"default": 4, "min": 1, "max": 4096}),
+            "truncation_psi": ("FLOAT", {"default": 0.7, "min": -2.0, "max": 2.0, "step": 0.05,
+                                         "tooltip": "1 = no truncation; 0.5-0.7 gives typical, cleaner images."}),
+        }, "optional": {
+            "truncation_cutoff": ("INT", {"default": 0, "min": 0, "max": 32,
+                                          "tooltip": "Truncate only the first N W+ entries (0 = all)."}),
+            "class_label": ("INT", {"default": -1, "min": -1, "max": 100000,
+                                    "tooltip": "Class for conditional generators (-1 = none)."}),
+            "mix_seed": ("INT", {"default": -1, "min": -1, "max": 2 ** 32 - 1,
+                                 "tooltip": "Style mixing: W+ entries from the crossover on come from this "
+                                            "seed (-1 = no mixing)."}),
+            "mix_crossover": ("INT", {"default": 8, "min": 0, "max": 32,
+                                      "tooltip": "First W+ index taken from the mixing seed "
+                                                 "(low = coarse features mixed, high = only colours/texture)."}),
+        }}
+
+    def sample(self, generator, seed, batch_size, truncation_psi, truncation_cutoff=0, class_label=-1,
+               mix_seed=-1, mix_crossover=8):
+        from ..nada_ops.stylegan.sampling import sample_latents
+        seeds = [(seed + i) % 2 ** 32 for i in range(batch_size)]
+        lat = sample_latents(generator.G, seeds, truncation_psi,
+                             truncation_cutoff or None,
+                             class_idx=None if class_label < 0 else class_label,
+                             mix_seeds=None if mix_seed < 0 else [mix_seed],
+                             mix_crossover=mix_crossover if mix_seed >= 0 else None)
+        return (lat,)
+
+
+class NADASynthesize:
+    DESCRIPTION = "Render W/W+ latents with a generator into an IMAGE batch."
+    CATEGORY = C.CATEGORY
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "render"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "generator": (C.GENERATOR,),
+            "latents": (C.LATENTS,),
+            "noise_mode": (["const", "random", "none"], {"default": "const",
+                           "tooltip": "const = the checkpoint's stored noise (reproducible, NVIDIA's default); "
+                                      "random = fresh per-pixel noise; none = no noise."}),
+            "batch_size": ("INT", {"default": 8, "min": 1, "max": 256,
+                                   "tooltip": "Images rendered at once (memory vs speed)."}),
+        }, "optional": {
+            "noise_seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1,
+                                   "tooltip": "Seed for noise_mode=random."}),
+        }}
+
+    def render(self, generator, latents, noise_mode, batch_size, noise_seed=0):
+        from ..nada_ops.stylegan.sampling import synthesize, to_comfy_image
+        latents.check_compatible(generator.cfg)
+        bar = C.Progress(latents.batch)
+        img = synthesize(generator.G, latents.ws, noise_mode, batch_size, generator.dtype,
+                         progress=lambda d, t, p: bar(d, t), noise_seed=noise_seed)
+        return (to_comfy_image(img),)
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+
+
+class NADASaveGenerator:
+    DESCRIPTION = ("Save a generator as this pack's .safetensors into models/stylegan (so it appears in "
+                   "Load StyleGAN), with its architecture and how it was made in the metadata.")
+    CATEGORY = C.CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "generator": (C.GENERATOR,),
+            "filename_prefix": ("STRING", {"default": "nada/adapted",
+                                           "tooltip": "Name under models/stylegan; a counter is appended, "
+                                                      "existing files are never overwritten."}),
+        }}
+
+    def save(self, generator, filename_prefix):
+        from ..nada_ops.stylegan.io import save_generator
+        folder = C.first_folder(C.STYLEGAN_FOLDER)
+        path = unique_path(folder, filename_prefix, ".safetensors")
+        save_generator(generator, path)
+        rel = os.path.relpath(path, folder)
+        return {"ui": {"text": [f"saved models/stylegan/{rel}"]}, "result": (path,)}
+
+
+def unique_path(folder: str, prefix: str, ext: str) -> str:
+    """folder/prefix_00001.ext with the first free counter; refuses to leave ``folder``."""
+    prefix = prefix.strip().replace("\\", "/") or "generator"
+    parts = [_SAFE_NAME.sub("_", p).strip() for p in prefix.split("/") if p.strip() not in ("", ".", "..")]
+    if not parts:
+        parts = ["generator"]
+    sub = os.path.join(folder, *parts[:-1])
+    base = parts[-1]
+    root = os.path.realpath(folder)
+    if os.path.commonpath([root, os.path.realpath(sub)]) != root:
+        raise ValueError(f"filename_prefix {prefix!r} leaves the models folder")
+    os.makedirs(sub, exist_ok=True)
+    i = 1
+    while True:
+        p = os.path.join(sub, f"{base}_{i:05d}{ext}")
+        if not os.path.exists(p):
+            return p
+        i += 1
+
+
+class NADAGeneratorInfo:
+    DESCRIPTION = "Architecture and provenance (how it was made) of a generator, as text."
+    CATEGORY = C.CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("info",)
+    OUTPUT_NODE = True
+    FUNCTION = "info"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"generator": (C.GENERATOR,)}}
+
+    def info(self, generator):
+        text = generator.describe()
+        return {"ui": {"text": [text]}, "result": (text,)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "NADALoadStyleGAN": NADALoadStyleGAN,
+    "NADASampleW": NADASampleW,
+    "NADASynthesize": NADASynthesize,
+    "NADASaveGenerator": NADASaveGenerator,
+    "NADAGeneratorInfo": NADAGeneratorInfo,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "NADALoadStyleGAN": "Load StyleGAN (NADA)",
+    "NADASampleW": "Sample W (NADA)",
+    "NADASynthesize": "Synthesize Images (NADA)",
+    "NADASaveGenerator": "Save Generator (NADA)",
+    "NADAGeneratorInfo": "Generator Info (NADA)",
+}

@@ -1,0 +1,35 @@
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import ROOT
+from nada_ops.cli import main
+from nada_ops.stylegan.io import save_generator
+
+
+def test_sample_and_info(tmp_path, tiny_G, capsys):
+    g = tmp_path / "g.safetensors"
+    save_generator(tiny_G, g)
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--generator", str(g), "--seeds", "0-3", "--psi", "0.7", "--out", str(out)]) == 0
+    im = Image.open(out)
+    assert im.size == (64, 64)  # 2x2 grid of 32px
+    assert main(["info", str(g)]) == 0
+    assert "num_ws (W+ entries): 8" in capsys.readouterr().out
+
+
+def test_bad_file_exit_code(tmp_path, capsys):
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(b"")
+    assert main(["info", str(bad)]) == 1
+    assert "bad.pkl: file is empty" in capsys.readouterr().err
+
+
+def test_module_entry_point(tmp_path, tiny_G):
+    g = tmp_path / "g.safetensors"
+    save_generator(tiny_G, g)
+    r = subprocess.run([sys.executable, "-m", "nada_ops", "info", str(g)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "32x32" in r.stdout

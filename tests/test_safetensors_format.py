@@ -1,0 +1,141 @@
+import json
+import os
+import struct
+
+import pytest
+import torch
+
+from conftest import randomize, tiny_config
+from nada_ops.stylegan.formats import CheckpointError
+from nada_ops.stylegan.io import detect_format, load_generator, save_generator
+from nada_ops.stylegan.networks import Generator, z_from_seeds
+
+
+def _images(G, psi=0.7):
+    with torch.no_grad():
+        return G(z_from_seeds([0, 1, 2], G.cfg.z_dim), truncation_psi=psi)
+
+
+def test_roundtrip_bit_identical(tmp_path, tiny_G):
+    p = tmp_path / "g.safetensors"
+    save_generator(tiny_G, p, provenance={"note": "test"})
+    h = load_generator(p)
+    assert h.source_format == "safetensors"
+    assert h.provenance["note"] == "test"
+    assert torch.equal(_images(tiny_G), _images(h.G))
+    assert h.cfg == tiny_G.cfg
+
+
+def test_roundtrip_conditional_and_clamp(tmp_path):
+    G = randomize(Generator(tiny_config(c_dim=3, conv_clamp=256.0, img_resolution=64, channel_base=1024)))
+    p = tmp_path / "c.safetensors"
+    save_generator(G, p)
+    h = load_generator(p)
+    assert h.cfg.c_dim == 3 and h.cfg.conv_clamp == 256.0
+    c = torch.eye(3)[[1]]
+    z = z_from_seeds([7], 32)
+    assert torch.equal(G(z, c), h.G(z, c))
+
+
+def test_detect_by_content_not_extension(tmp_path, tiny_G):
+    p = tmp_path / "model.pkl"  # wrong extension on purpose
+    save_generator(tiny_G, p)
+    assert detect_format(p) == "safetensors"
+    assert load_generator(p).source_format == "safetensors"
+
+
+def test_save_is_atomic_and_leaves_no_temp(tmp_path, tiny_G):
+    p = tmp_path / "g.safetensors"
+    save_generator(tiny_G, p)
+    assert sorted(os.listdir(tmp_path)) == ["g.safetensors"]
+
+
+def _write_raw(path, header: dict, data: bytes = b""):
+    h = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(h)) + h + data)
+
+
+@pytest.mark.parametrize("content,msg", [
+    (b"", "empty"),
+    (b"\x00\x01garbage-bytes-that-mean-nothing" * 10, "not a recognised"),
+    (os.urandom(4096), "not a recognised|safetensors|pickle"),
+])
+def test_bad_files(tmp_path, content, msg):
+    p = tmp_path / "bad.safetensors"
+    p.write_bytes(content)
+    with pytest.raises(CheckpointError, match=msg) as e:
+        load_generator(p)
+    assert "bad.safetensors" in str(e.value)
+
+
+def test_truncated_file(tmp_path, tiny_G):
+    p = tmp_path / "g.safetensors"
+    save_generator(tiny_G, p)
+    data = p.read_bytes()
+    t = tmp_path / "trunc.safetensors"
+    t.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="trunc.safetensors.*truncated"):
+        load_generator(t)
+
+
+def _meta_file(tmp_path, tiny_G, **meta_over):
+    p = tmp_path / "g.safetensors"
+    save_generator(tiny_G, p)
+    from safetensors import safe_open
+    with safe_open(str(p), "pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta.update(meta_over)
+    meta = {k: v for k, v in meta.items() if v is not None}
+    from safetensors.torch import save_file
+    q = tmp_path / "edited.safetensors"
+    save_file(tensors, str(q), metadata=meta)
+    return q
+
+
+def test_wrong_architecture_metadata(tmp_path, tiny_G):
+    arch = tiny_G.cfg.to_dict()
+    arch["channel_base"] = 1024
+    q = _meta_file(tmp_path, tiny_G, architecture=json.dumps(arch))
+    with pytest.raises(CheckpointError, match="edited.safetensors.*shape"):
+        load_generator(q)
+
+
+def test_non_power_of_two_resolution_metadata(tmp_path, tiny_G):
+    arch = tiny_G.cfg.to_dict()
+    arch["img_resolution"] = 48
+    q = _meta_file(tmp_path, tiny_G, architecture=json.dumps(arch))
+    with pytest.raises(CheckpointError, match="img_resolution.*power of two"):
+        load_generator(q)
+
+
+def test_missing_and_foreign_metadata(tmp_path, tiny_G):
+    q = _meta_file(tmp_path, tiny_G, format="something-else")
+    with pytest.raises(CheckpointError, match="'format'"):
+        load_generator(q)
+    q = _meta_file(tmp_path, tiny_G, architecture="{not json")
+    with pytest.raises(CheckpointError, match="architecture.*JSON"):
+        load_generator(q)
+    arch = tiny_G.cfg.to_dict()
+    arch["bogus_field"] = 1
+    q = _meta_file(tmp_path, tiny_G, architecture=json.dumps(arch))
+    with pytest.raises(CheckpointError, match="bogus_field"):
+        load_generator(q)
+
+
+def test_nan_weights_rejected(tmp_path, tiny_G):
+    G = Generator(tiny_G.cfg)
+    G.load_state_dict(tiny_G.state_dict())
+    with torch.no_grad():
+        G.synthesis.b8.conv1.weight[0, 0, 0, 0] = float("nan")
+    p = tmp_path / "nan.safetensors"
+    save_generator(G, p)
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_generator(p)
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_generator(tmp_path / "nope.pkl")
+    with pytest.raises(CheckpointError, match="folder"):
+        load_generator(tmp_path)
