@@ -1,0 +1,1 @@
+"""Test-side writers of third-party checkpoint formats (fixtures built from tiny random networks)."""
