@@ -1,0 +1,1 @@
+"""StyleGAN-NADA: CLIP-guided domain adaptation of a StyleGAN2 generator."""

@@ -1,0 +1,150 @@
+"""Which synthesis layers are trained: all, manual groups / W+ indices, or the paper's
+adaptive top-k selection (sec. 4.2).  The W+ index -> layer map comes from
+``nada_ops.stylegan.config.ws_layer_map`` (the one place that knows it)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..stylegan.config import StyleGAN2Config, ws_layer_map
+from .losses import global_loss
+
+MODES = ("all", "adaptive", "manual")
+
+# Paper presets (Table 3 / sec. 4.2 and the supplement): k, iterations, mixing.
+PRESETS = {
+    "texture / style (all layers)": dict(mode="all", k=None, iterations=300, mixing=0.9),
+    "sketch / painting (all layers, no mixing)": dict(mode="all", k=None, iterations=300, mixing=0.0),
+    "identity / small shape (adaptive, 2/3 of layers)": dict(mode="adaptive", k_fraction=2 / 3, iterations=300,
+                                                               mixing=0.9),
+    "animal / large shape (adaptive k=3)": dict(mode="adaptive", k=3, iterations=2000, mixing=0.0),
+}
+
+
+@dataclass(frozen=True)
+class FreezeSchedule:
+    """mode 'all': every synthesis conv is trained; 'manual': only the layers driven by
+    ``indices``; 'adaptive': each iteration pick the top-k W+ indices as in the paper."""
+    mode: str = "all"
+    k: int | None = None          # adaptive: number of W+ indices trained per iteration
+    k_fraction: float | None = None   # adaptive: k as a fraction of num_ws (when k is None)
+    n_w: int = 8                  # adaptive: codes sampled for the selection
+    n_i: int = 1                  # adaptive: latent optimisation steps
+    selection_lr: float = 0.01    # adaptive: SGD step size of the latent optimisation
+    indices: tuple = ()           # manual: W+ indices
+    preset: str = ""
+
+    def validate(self, cfg: StyleGAN2Config | None = None) -> "FreezeSchedule":
+        if self.mode not in MODES:
+            raise ValueError(f"layer schedule mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "manual" and not self.indices:
+            raise ValueError("manual layer schedule: choose at least one W+ index or group")
+        if self.n_w < 1 or self.n_i < 1:
+            raise ValueError("adaptive layer schedule: N_w and N_i must be >= 1")
+        if cfg is not None:
+            n = cfg.num_ws
+            bad = [i for i in self.indices if not 0 <= i < n]
+            if bad:
+                raise ValueError(f"W+ indices {bad} out of range for a {cfg.img_resolution}px generator "
+                                 f"(0..{n - 1})")
+            if self.mode == "adaptive":
+                k = self.resolve_k(cfg)
+                if not 1 <= k <= n:
+                    raise ValueError(f"adaptive k={k} out of range 1..{n}")
+        return self
+
+    def resolve_k(self, cfg: StyleGAN2Config) -> int:
+        if self.k is not None:
+            return min(int(self.k), cfg.num_ws)
+        if self.k_fraction is not None:
+            return max(1, round(cfg.num_ws * self.k_fraction))
+        return cfg.num_ws
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["indices"] = list(self.indices)
+        return d
+
+
+def group_indices(cfg: StyleGAN2Config, groups) -> list[int]:
+    """'coarse' (4-8 px), 'middle' (16-32 px), 'fine' (64 px and up) -> W+ indices."""
+    res_of_index = []
+    for layers in ws_layer_map(cfg):
+        # the resolution of the conv this index drives (ToRGB-only last index: final res)
+        convs = [l for l in layers if not l.endswith("torgb")] or layers
+        res_of_index.append(int(convs[0].split(".")[1][1:]))
+    out = []
+    for g in groups:
+        if g == "coarse":
+            out += [i for i, r in enumerate(res_of_index) if r <= 8]
+        elif g == "middle":
+            out += [i for i, r in enumerate(res_of_index) if 16 <= r <= 32]
+        elif g == "fine":
+            out += [i for i, r in enumerate(res_of_index) if r >= 64]
+        else:
+            raise ValueError(f"unknown layer group {g!r}: use coarse, middle, fine")
+    return sorted(set(out))
+
+
+def trainable_layer_names(cfg: StyleGAN2Config, indices) -> list[str]:
+    """Synthesis conv layers driven by the given W+ indices (ToRGB layers excluded: always frozen)."""
+    m = ws_layer_map(cfg)
+    names = []
+    for i in sorted(set(int(i) for i in indices)):
+        names += [l for l in m[i] if not l.endswith("torgb")]
+    return names
+
+
+def all_conv_layer_names(cfg: StyleGAN2Config) -> list[str]:
+    return trainable_layer_names(cfg, range(cfg.num_ws))
+
+
+# Per synthesis conv: what is trained. The affine (style) layer is always frozen.
+TRAINED_PARAM_SUFFIXES = ("weight", "bias", "noise_strength")
+
+
+def layer_parameters(G, layer_names) -> list[torch.nn.Parameter]:
+    mods = dict(G.named_modules())
+    out = []
+    for name in layer_names:
+        mod = mods[name]
+        for s in TRAINED_PARAM_SUFFIXES:
+            out.append(getattr(mod, s))
+    return out
+
+
+def adaptive_select(G_train, models_weights, targets: dict, cfg: StyleGAN2Config, k: int, n_w: int, n_i: int,
+                    lr: float, gen: torch.Generator, noise_mode: str = "const") -> tuple[list[int], torch.Tensor]:
+    """Paper sec. 4.2: sample N_w codes, repeat to W+, take N_i SGD steps of the GLOBAL loss
+    towards the target with the weights fixed, score each W+ index by mean |change|, return
+    the top-k indices (sorted) and the scores [num_ws].
+
+    ``targets``: model key -> unit target embedding (text, or mean target images)."""
+    dev = G_train.w_avg.device
+    with torch.no_grad():
+        z = torch.randn([n_w, cfg.z_dim], generator=gen).to(dev)
+        c = None
+        if cfg.c_dim:
+            lab = torch.randint(0, cfg.c_dim, [n_w], generator=gen)
+            c = torch.nn.functional.one_hot(lab, cfg.c_dim).float().to(dev)
+        w0 = G_train.mapping(z, c).unsqueeze(1).repeat(1, cfg.num_ws, 1)
+    ws = w0.clone().requires_grad_(True)
+    opt = torch.optim.SGD([ws], lr=lr)
+    req = [p.requires_grad for p in G_train.parameters()]
+    G_train.requires_grad_(False)
+    try:
+        for _ in range(n_i):
+            img = G_train.synthesis(ws, noise_mode=noise_mode)
+            loss = 0.0
+            for model, weight, key in models_weights:
+                loss = loss + weight * global_loss(model.encode_generator_images(img), targets[key])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    finally:
+        for p, r in zip(G_train.parameters(), req):
+            p.requires_grad_(r)
+    scores = (ws.detach() - w0).abs().mean(dim=(0, 2))
+    top = torch.topk(scores, k).indices.sort().values.tolist()
+    return top, scores
