@@ -131,6 +131,7 @@ def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: Freeze
     cfg = source.cfg
     dev = torch.device(device) if device is not None else source.w_avg.device
     with torch.inference_mode(False), torch.enable_grad():
+        guidance = guidance.for_training()
         torch.manual_seed(settings.seed)
         gen = torch.Generator().manual_seed(settings.seed)
         G_frozen = _fresh_copy(source, dev)

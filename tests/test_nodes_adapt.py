@@ -1,0 +1,120 @@
+"""AdaptGenerator & friends called as ComfyUI calls them (inside torch.inference_mode())."""
+import os
+import sys
+
+import pytest
+import torch
+
+from nada_ops.stylegan.io import load_generator, save_generator
+
+
+def _pack_mod(comfy, name):
+    __import__(f"{comfy.pack.__name__}.{name}")
+    return sys.modules[f"{comfy.pack.__name__}.{name}"]
+
+
+@pytest.fixture
+def setup(comfy, tiny_G):
+    save_generator(tiny_G, comfy.stylegan_dir / "tiny.safetensors")
+    m = comfy.pack.NODE_CLASS_MAPPINGS
+    tiny = _pack_mod(comfy, "nada_ops.clip.tiny")
+    ens_mod = _pack_mod(comfy, "nada_ops.clip.ensemble")
+    with torch.inference_mode():
+        (gen, _) = m["NADALoadStyleGAN"]().load("tiny.safetensors", "cpu", "fp32")
+        clip = ens_mod.ClipEnsemble([(tiny.tiny_clip_model(seed=0), 1.0)])
+        (direction, info) = m["NADACLIPDirection"]().make(clip, "photo", "pencil sketch", "single")
+    assert "pencil sketch" in info
+    return comfy, m, gen, clip, direction
+
+
+def test_adapt_node_in_inference_mode(setup):
+    comfy, m, gen, clip, direction = setup
+    before = {k: v.clone() for k, v in gen.G.state_dict().items()}
+    with torch.inference_mode():
+        (sched,) = m["NADALayerFreezeSchedule"]().make("custom", "adaptive", 3, 2, 1, "")
+        out_gen, preview, log = m["NADAAdaptGenerator"]().adapt(
+            gen, clip, direction, iterations=4, batch_size=2, learning_rate=0.002, mixing_prob=0.9, seed=1,
+            preview_every=2, schedule=sched, unique_id="17")
+        (lat,) = m["NADASampleW"]().sample(out_gen, 0, 2, 0.7)
+        (img,) = m["NADASynthesize"]().render(out_gen, lat, "const", 2)
+    assert img.shape == (2, 32, 32, 3)
+    assert preview.shape == (1, 64, 4 * 32, 3)   # source row + adapted row of 4 preview seeds
+    assert "4 iterations" in log
+    for k, v in gen.G.state_dict().items():
+        assert torch.equal(v, before[k]), k          # input never mutated
+    hist = out_gen.provenance["history"][-1]
+    assert hist["op"] == "nada_adapt" and hist["direction"]["target"] == "pencil sketch"
+    assert hist["settings"]["iterations"] == 4 and hist["schedule"]["mode"] == "adaptive"
+    # progress + previews on the node, websocket messages for the dashboard
+    assert any(p[2] is not None for p in comfy.progress)
+    events = [e for e, _ in comfy.messages]
+    assert events[0] == "nada.train.start" and events[-1] == "nada.train.end"
+    prog = [d for e, d in comfy.messages if e == "nada.train.progress"]
+    assert prog[-1]["step"] == 4 and prog[-1]["node"] == "17" and len(prog[-1]["layers"]) == 3
+    dash = _pack_mod(comfy, "nodes.dashboard")
+    h = dash.history("17")
+    assert h["status"] == "done" and len(h["points"]) == 4
+    # saving records the adaptation in the file's metadata
+    out = m["NADASaveGenerator"]().save(out_gen, "adapted")
+    prov = load_generator(out["result"][0]).provenance
+    assert prov["history"][-1]["direction"]["source"] == "photo"
+
+
+def test_same_inputs_same_result(setup):
+    comfy, m, gen, clip, direction = setup
+    node = m["NADAAdaptGenerator"]
+    assert not hasattr(node, "IS_CHANGED")  # ComfyUI's cache decides: an unchanged graph does not retrain
+    with torch.inference_mode():
+        a = node().adapt(gen, clip, direction, 3, 2, 0.002, 0.0, 5, 0)[0]
+        b = node().adapt(gen, clip, direction, 3, 2, 0.002, 0.0, 5, 0)[0]
+        c = node().adapt(gen, clip, direction, 3, 2, 0.002, 0.0, 6, 0)[0]
+    sa, sb, sc = a.G.state_dict(), b.G.state_dict(), c.G.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_interrupt_saves_partial_and_reraises(setup):
+    comfy, m, gen, clip, direction = setup
+    calls = {"n": 0}
+    orig = comfy.mm.throw_exception_if_processing_interrupted
+
+    def interrupt_on_third():
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise comfy.mm.InterruptProcessingException()
+
+    comfy.mm.throw_exception_if_processing_interrupted = interrupt_on_third
+    try:
+        with torch.inference_mode(), pytest.raises(comfy.mm.InterruptProcessingException):
+            m["NADAAdaptGenerator"]().adapt(gen, clip, direction, 50, 2, 0.002, 0.0, 0, 0, unique_id="9")
+    finally:
+        comfy.mm.throw_exception_if_processing_interrupted = orig
+    partial = comfy.stylegan_dir / "nada-partial"
+    files = os.listdir(partial)
+    assert len(files) == 1 and "step3" in files[0]
+    h = load_generator(partial / files[0])
+    assert h.provenance["history"][-1]["interrupted"] is True
+    assert h.provenance["history"][-1]["iterations_done"] == 3
+    assert _pack_mod(comfy, "nodes.dashboard").history("9")["status"] == "interrupted"
+
+
+def test_image_direction_node(setup):
+    comfy, m, gen, clip, direction = setup
+    targets = torch.rand(3, 40, 40, 3)
+    with torch.inference_mode():
+        (d, info) = m["NADACLIPDirection"]().make(clip, "", "", "single", target_images=targets, generator=gen,
+                                                  num_source_samples=4)
+    assert d.provenance["kind"] == "image" and d.provenance["num_target_images"] == 3
+    with pytest.raises(ValueError, match="generator"):
+        m["NADACLIPDirection"]().make(clip, "", "", "single", target_images=targets)
+
+
+def test_schedule_node(setup):
+    comfy, m, gen, clip, direction = setup
+    node = m["NADALayerFreezeSchedule"]()
+    (s,) = node.make("custom", "manual", 3, 8, 1, "coarse, 6")
+    assert s.resolve(gen.cfg).indices == (0, 1, 2, 6)
+    (p,) = node.make("animal / large shape (adaptive k=3)", "all", 3, 8, 1, "")
+    assert p.mode == "adaptive" and p.k == 3
+    with pytest.raises(ValueError, match="unknown group"):
+        node.make("custom", "manual", 3, 8, 1, "bogus")
