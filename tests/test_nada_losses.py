@@ -33,3 +33,19 @@ def test_directional_loss_hand_computed():
 def test_global_loss_and_cosine():
     assert abs(global_loss(torch.tensor([[0.0, 2.0]]), torch.tensor([0.0, 1.0])).item()) < 1e-7
     assert guarded_cosine(torch.zeros(3), torch.ones(3)).item() == 0.0
+
+
+def test_rounding_noise_at_step0_does_not_steer():
+    """dI made only of float32 rounding noise gives loss ~1 and a gradient along dT."""
+    torch.manual_seed(0)
+    e = torch.randn(2, 16)
+    d = torch.nn.functional.normalize(torch.randn(16), dim=0)
+    x = (e + torch.randn(2, 16) * 1e-7 * e.norm()).requires_grad_(True)
+    loss = directional_loss(x, e, d)
+    assert abs(loss.item() - 1.0) < 0.02
+    loss.backward()
+    # the gradient pushes each (normalised) embedding along +dT
+    g = -x.grad
+    cos = torch.nn.functional.cosine_similarity(g - (g * torch.nn.functional.normalize(x, dim=1)).sum(1, keepdim=True)
+                                                * torch.nn.functional.normalize(x, dim=1), d[None], dim=1)
+    assert (cos > 0.9).all()

@@ -4,6 +4,10 @@ from __future__ import annotations
 import torch
 
 EPS = 1e-8
+# |dI| below this counts as "no change yet": right after initialisation the two generators
+# differ only by float32 rounding between the autograd and no-grad paths (|dI| ~ 1e-7..1e-6),
+# whose direction is noise. With this floor the first step is pulled straight along dT.
+DIRECTION_EPS = 1e-4
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -19,10 +23,11 @@ def directional_loss(emb_train: torch.Tensor, emb_frozen: torch.Tensor, directio
     """Eq. 2: dI = norm(E(G_train(w))) - norm(E(G_frozen(w))); L = mean(1 - cos(dI, dT)).
 
     At step 0 the generators are identical, dI = 0 and the cosine is undefined; the guarded
-    cosine gives 0 there (loss 1) with a finite gradient, never NaN."""
+    cosine (norm floored at DIRECTION_EPS) gives ~0 there (loss ~1) with a finite gradient
+    along dT, never NaN."""
     d_img = _unit(emb_train.float()) - _unit(emb_frozen.float())
     d_txt = direction.float().to(d_img.device).reshape(1, -1)
-    return (1 - guarded_cosine(d_img, d_txt)).mean()
+    return (1 - guarded_cosine(d_img, d_txt, eps=DIRECTION_EPS)).mean()
 
 
 def global_loss(emb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
