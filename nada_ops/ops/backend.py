@@ -60,4 +60,11 @@ def compiled_module(op_name: str, tensor) -> object | None:
         if impl == "compiled":
             raise CompiledOpsUnavailable(f"{op_name}: the compiled extension is unavailable: {err}")
         return None
+    supports = getattr(mod, "supports", None)
+    if supports is not None and not supports(tensor):
+        if impl == "compiled":
+            raise CompiledOpsUnavailable(
+                f"{op_name}: the compiled implementation does not support dtype {tensor.dtype} "
+                f"(supported: {', '.join(str(d) for d in getattr(mod, 'SUPPORTED_DTYPES', ()))})")
+        return None
     return mod

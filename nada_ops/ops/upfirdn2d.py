@@ -98,7 +98,16 @@ def upfirdn2d_reference(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, p
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding=0,
               flip_filter=False, gain=1) -> torch.Tensor:
-    """Public upfirdn2d: compiled CUDA kernel when available, reference otherwise."""
+    """Public upfirdn2d: compiled CUDA kernel when available, reference otherwise.
+
+    The compiled kernel gives no gradient for the filter: a filter that requires grad
+    (with grad mode on) always takes the reference path."""
+    if f is not None and f.requires_grad and torch.is_grad_enabled():
+        if backend.get_impl() == "compiled":
+            raise backend.CompiledOpsUnavailable(
+                "upfirdn2d: the compiled implementation was forced but the filter requires grad, "
+                "which only the reference implementation supports")
+        return upfirdn2d_reference(x, f, up=up, down=down, padding=padding, flip_filter=flip_filter, gain=gain)
     mod = backend.compiled_module("upfirdn2d", x)
     if mod is not None:
         if f is None:
