@@ -335,10 +335,10 @@ def save_latents(latents: WLatents, path) -> None:
     """Save latents as a weights-only-loadable .pt dict {'ws', 'is_wplus', 'info' (JSON string)}."""
     import json
 
-    from .stylegan.formats.safetensors_io import atomic_write_bytes_via
+    from .fileio import atomic_write
     obj = {"ws": latents.ws.detach().cpu().float().clone(), "is_wplus": bool(latents.is_wplus),
            "info": json.dumps(latents.info, default=str, sort_keys=True)}
-    atomic_write_bytes_via(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def load_latents(path, num_ws: int | None = None, w_dim: int | None = None) -> WLatents:

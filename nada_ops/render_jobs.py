@@ -177,10 +177,10 @@ def run_job(job: TransitionJob, folder: str, device="cpu", overwrite: bool = Fal
 
     from .latent_tools import direction_offsets, load_direction, load_latents
     from .latents import parse_seeds
-    from .stylegan.formats.safetensors_io import atomic_write_bytes_via
+    from .fileio import atomic_write
     from .stylegan.io import load_generator
     from .stylegan.sampling import sample_latents
-    from .video import _make_readable, open_writer, render_transition
+    from .video import open_writer, render_transition
 
     report = JobReport(job.name, folder)
     # Which outputs are missing?  (Cheap: needs the number of latents only.)
@@ -223,8 +223,7 @@ def run_job(job: TransitionJob, folder: str, device="cpu", overwrite: bool = Fal
     def write_json(tmp):
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-        _make_readable(tmp)
-    atomic_write_bytes_via(os.path.join(folder, "job.json"), write_json)
+    atomic_write(os.path.join(folder, "job.json"), write_json)
 
     keyframes = None
     if job.end_seeds is not None:

@@ -28,13 +28,13 @@ import io
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
+from .fileio import make_readable, temp_path_beside
 from .interpolate import GeneratorPath
 from .latent_tools import INTERPOLATION_MODES, interpolate
 
@@ -208,16 +208,6 @@ def format_from_path(path) -> str:
     return ext
 
 
-def _make_readable(path) -> None:
-    """mkstemp creates files as 0600; give the finished file the usual 0666 & ~umask."""
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(path, 0o666 & ~mask)
-    except OSError:
-        pass
-
-
 class _AtomicWriter:
     """Base: frames go to a temp file in the destination folder; ``close()`` renames it into
     place, ``abort()`` deletes it. As a context manager, an exception aborts."""
@@ -229,10 +219,7 @@ class _AtomicWriter:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.fps = float(fps)
-        folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=self.suffix, dir=folder)
-        os.close(fd)
+        self.tmp = temp_path_beside(self.path, self.suffix)
         self.frames = 0
         self.size: tuple[int, int] | None = None   # (width, height) of the written frames
         self.closed = False
@@ -272,7 +259,7 @@ class _AtomicWriter:
         except BaseException:
             self.abort()
             raise
-        _make_readable(self.tmp)
+        make_readable(self.tmp)
         os.replace(self.tmp, self.path)
         self.closed = True
         return self.path

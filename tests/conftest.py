@@ -35,6 +35,17 @@ def randomize(G: Generator, seed: int = 0) -> Generator:
     return G
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the
+    thread pool makes them several times slower (opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def tiny_cfg():
     return tiny_config()

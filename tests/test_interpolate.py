@@ -7,14 +7,7 @@ from nada_ops.stylegan.config import ArchitectureError
 from nada_ops.stylegan.networks import Generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the thread pool
-    makes them several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair():

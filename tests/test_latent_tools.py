@@ -11,14 +11,7 @@ from nada_ops.latent_tools import (DirectionFileError, apply_direction, directio
 from nada_ops.latents import WLatents
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the thread pool
-    makes them several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 NUM_WS, W_DIM = 8, 32

@@ -139,3 +139,14 @@ def test_missing_file_and_folder(tmp_path):
         load_generator(tmp_path / "nope.pkl")
     with pytest.raises(CheckpointError, match="folder"):
         load_generator(tmp_path)
+
+
+def test_saved_file_has_normal_permissions(tmp_path, tiny_G):
+    """Atomic saves go through mkstemp (mode 0600); the final file gets 0666 & ~umask."""
+    old = os.umask(0o022)
+    try:
+        p = tmp_path / "perm.safetensors"
+        save_generator(tiny_G, p)
+    finally:
+        os.umask(old)
+    assert (os.stat(p).st_mode & 0o777) == 0o644

@@ -15,14 +15,7 @@ from nada_ops.video import (EASINGS, GifWriter, Mp4Writer, WebpWriter, ease, ope
                             probe_video, render_transition, to_uint8_hwc)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine the thread pool
-    makes them several times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _frames(n, h=48, w=64):

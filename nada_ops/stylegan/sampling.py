@@ -105,10 +105,10 @@ def save_image_grid(img: torch.Tensor, path, cols: int | None = None) -> None:
     """Save [-1,1] NCHW images as one PNG grid (atomic)."""
     from PIL import Image
 
-    from .formats.safetensors_io import atomic_write_bytes_via
+    from ..fileio import atomic_write
     grid = make_grid(img.detach().float().cpu(), cols)
     arr = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
     if arr.shape[2] == 1:
         arr = arr[:, :, 0]
     pil = Image.fromarray(arr)
-    atomic_write_bytes_via(path, lambda tmp: pil.save(tmp, format="PNG"))
+    atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))

@@ -40,11 +40,11 @@ import math
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 
 import torch
 
+from ...fileio import atomic_write
 from ..config import ArchitectureError, StyleGAN2Config
 from ..networks import Generator
 from ...ops import setup_filter
@@ -411,15 +411,4 @@ def write_rosinality(G: Generator, path, with_latent_avg: bool = True) -> None:
     obj = {"g_ema": to_rosinality_state_dict(G)}
     if with_latent_avg:
         obj["latent_avg"] = G.mapping.w_avg.detach().to("cpu", torch.float32).clone()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))

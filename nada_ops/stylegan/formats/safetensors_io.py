@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 
 import torch
 
+from ...fileio import atomic_write
 from ..config import ArchitectureError, StyleGAN2Config
 from . import CheckpointError, ReadResult
 
@@ -108,26 +108,6 @@ def read_safetensors_generator(path) -> ReadResult:
     return ReadResult(cfg=cfg, state_dict=sd, format="safetensors", w_avg_in_checkpoint=True, provenance=prov)
 
 
-def atomic_write_bytes_via(path, write_fn) -> None:
-    """Write to a temporary file in the destination folder, then rename over ``path``.
-
-    A crash or interrupt never leaves a half-written file under the final name."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_safetensors_generator(G, path, provenance: dict | None = None) -> None:
     """Save generator ``G`` (networks.Generator) atomically with architecture + provenance."""
     from safetensors.torch import save_file
@@ -138,4 +118,4 @@ def write_safetensors_generator(G, path, provenance: dict | None = None) -> None
         "architecture": G.cfg.to_json(),
         "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
     }
-    atomic_write_bytes_via(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))

@@ -1,0 +1,181 @@
+"""End-to-end: the pack in a real ComfyUI, driven in Debian's headless chromium.
+
+Skipped unless NADA_E2E_COMFYUI points at a ComfyUI checkout (a folder with main.py; it must
+support --base-directory) and chromium + playwright-core are there. Run:
+
+    npm install                                   # playwright-core only, no browser download
+    apt-get install chromium                      # Debian's chromium (or NADA_E2E_CHROMIUM=...)
+    NADA_E2E_COMFYUI=/path/to/ComfyUI NADA_E2E_PYTHON=/path/to/comfy-venv/bin/python \\
+        pytest -m e2e tests/test_e2e_comfyui.py -s
+
+The test makes a throw-away ComfyUI base directory (custom_nodes/stylegan_nada -> this checkout,
+a small random generator in models/stylegan), starts `main.py --cpu` on a free port, and runs
+tests/js/e2e/run_e2e.mjs: every example loads without missing nodes and keeps its widget values;
+the text-adaptation example (with stand-in models: the random generator and untrained CLIP
+weights, so nothing is downloaded) is queued and the dashboard must update live, survive a page
+reload mid-training, end as 'done' with every iteration, and clean up when the node is removed.
+Screenshots and result.json go to NADA_E2E_OUT (default: a pytest tmp dir). With
+NADA_E2E_UPDATE_ASSETS=1 the screenshots also refresh docs/*.png and the examples' .jpg thumbnails.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMFY = os.environ.get("NADA_E2E_COMFYUI", "")
+CHROMIUM = os.environ.get("NADA_E2E_CHROMIUM", "/usr/bin/chromium")
+PYTHON = os.environ.get("NADA_E2E_PYTHON", sys.executable)
+MODEL_NAME = "nada_test_64px_random.safetensors"
+
+pytestmark = pytest.mark.e2e
+
+
+def _skip_reason() -> str | None:
+    if not COMFY:
+        return "set NADA_E2E_COMFYUI=/path/to/ComfyUI to run the end-to-end test"
+    if not (Path(COMFY) / "main.py").is_file():
+        return f"NADA_E2E_COMFYUI={COMFY} has no main.py"
+    if "--base-directory" not in (Path(COMFY) / "comfy" / "cli_args.py").read_text(errors="ignore"):
+        return "this ComfyUI has no --base-directory option (needs ComfyUI >= 0.3.10)"
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        return f"no chromium at {CHROMIUM} (apt-get install chromium, or set NADA_E2E_CHROMIUM)"
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (ROOT / "node_modules" / "playwright-core").is_dir():
+        return "playwright-core is not installed (npm install)"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return json.loads(r.read().decode())
+
+
+def _write_test_generator(path: Path) -> None:
+    import torch
+    from nada_ops.stylegan.config import StyleGAN2Config
+    from nada_ops.stylegan.io import save_generator
+    from nada_ops.stylegan.networks import Generator
+    torch.manual_seed(0)
+    cfg = StyleGAN2Config(img_resolution=64, z_dim=128, w_dim=128, channel_base=4096, channel_max=128,
+                          num_mapping_layers=4)
+    save_generator(Generator(cfg).eval(), str(path), {"note": "random generator for the end-to-end test"})
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("comfy_base")
+    (base / "custom_nodes").mkdir()
+    os.symlink(ROOT, base / "custom_nodes" / "stylegan_nada")
+    (base / "models" / "stylegan").mkdir(parents=True)
+    for d in ("input", "output", "user", "temp"):
+        (base / d).mkdir()
+    _write_test_generator(base / "models" / "stylegan" / MODEL_NAME)
+    port = _free_port()
+    log = open(base / "comfyui.log", "w")
+    proc = subprocess.Popen(
+        [PYTHON, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
+         "--disable-auto-launch", "--database-url", "sqlite:///:memory:"],
+        cwd=COMFY, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ComfyUI exited ({proc.returncode}):\n{(base / 'comfyui.log').read_text()[-4000:]}")
+            try:
+                info = _get(f"{url}/object_info/NADAAdaptGenerator")
+                if "NADAAdaptGenerator" in info:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"ComfyUI did not come up:\n{(base / 'comfyui.log').read_text()[-4000:]}")
+            time.sleep(2)
+        yield {"url": url, "base": base, "log": base / "comfyui.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_pack_loads_without_import_errors(comfyui):
+    text = comfyui["log"].read_text(errors="ignore")
+    bad = [line for line in text.splitlines()
+           if "stylegan_nada" in line and ("IMPORT FAILED" in line or "Cannot import" in line)]
+    assert not bad, "\n".join(bad)
+    info = _get(f"{comfyui['url']}/object_info")
+    pack_ids = [k for k in info if k.startswith("NADA")]
+    assert "NADAAdaptGenerator" in pack_ids and "NADALoadStyleGAN" in pack_ids
+    exts = _get(f"{comfyui['url']}/extensions")
+    assert any(e.endswith("/stylegan_nada/js/nada_dashboard.js") for e in exts), exts
+
+
+def test_dashboard_in_real_browser(comfyui, tmp_path):
+    out = Path(os.environ.get("NADA_E2E_OUT") or tmp_path / "e2e")
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "NADA_E2E_URL": comfyui["url"], "NADA_E2E_OUT": str(out), "NADA_E2E_CHROMIUM": CHROMIUM,
+           "NADA_E2E_MODEL": MODEL_NAME}
+    r = subprocess.run(["node", str(ROOT / "tests" / "js" / "e2e" / "run_e2e.mjs")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=int(os.environ.get("NADA_E2E_TIMEOUT_TOTAL", 2400)))
+    print(r.stdout[-6000:])
+    result = json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else {"checks": []}
+    failed = [c for c in result["checks"] if not c["ok"]]
+    assert r.returncode == 0 and not failed, (
+        f"e2e failed (screenshots in {out}):\n" + "\n".join(f"{c['name']}: {c['detail']}" for c in failed)
+        + f"\n{r.stderr[-3000:]}\nComfyUI log tail:\n{comfyui['log'].read_text(errors='ignore')[-3000:]}")
+    if os.environ.get("NADA_E2E_UPDATE_ASSETS") == "1":
+        update_assets(out)
+
+
+def update_assets(out: Path) -> None:
+    """Screenshots -> docs/*.png (shrunk) and examples/<name>.jpg thumbnails."""
+    from PIL import Image
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    for src, dst, width in (("dashboard_panel_training.png", "dashboard_panel_training.png", None),
+                            ("dashboard_panel_done.png", "dashboard_panel_done.png", None),
+                            ("dashboard_1_training.png", "dashboard_training.png", 1200),
+                            ("dashboard_1b_after_reload.png", "dashboard_after_reload.png", 1200),
+                            ("dashboard_2_done.png", "dashboard_done.png", 1200)):
+        p = out / src
+        if not p.exists():
+            continue
+        im = Image.open(p).convert("RGB")
+        if width and im.width > width:
+            im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+        im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+        im.save(docs / dst, optimize=True)
+    for wf in (ROOT / "examples").glob("*.json"):
+        name = wf.stem
+        src = out / ("text_adaptation_after_run.png" if name == "text_adaptation" else f"example_{name}.png")
+        if not src.exists():
+            continue
+        im = Image.open(src).convert("RGB")
+        # crop the side bar and top bar of the UI, keep the graph
+        w, h = im.size
+        im = im.crop((60, 40, w, h))
+        im.thumbnail((640, 400), Image.LANCZOS)
+        im.save(wf.with_suffix(".jpg"), quality=82, optimize=True)
