@@ -52,10 +52,10 @@ class NADALoadCLIP:
             "weight_a": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1,
                                    "tooltip": "Loss weight of the first model (0 = not loaded)."}),
             "clip_b": (CLIP_ARCHS, {"default": "ViT-B-16", "tooltip": "Second CLIP architecture ('none' = off)."}),
-            "weights_b": (w, {"default": AUTO_WEIGHTS}),
+            "weights_b": (w, {"default": AUTO_WEIGHTS, "tooltip": "Weights of the second model (as weights_a)."}),
             "weight_b": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1,
                                    "tooltip": "The paper uses ViT-B/16 too for shape changes; 0 for speed."}),
-            "device": (C.device_choices(), {"default": "auto"}),
+            "device": (C.device_choices(), {"default": "auto", "tooltip": "auto = ComfyUI's main device."}),
             "precision": (["fp32", "fp16"], {"default": "fp32",
                                              "tooltip": "fp16 halves CLIP memory on GPU; fp32 on CPU."}),
         }}
@@ -89,7 +89,7 @@ class NADACLIPDirection:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "clip": (C.CLIP,),
+            "clip": (C.CLIP, {"tooltip": "From Load CLIP; the direction is computed for each of its models."}),
             "source_text": ("STRING", {"default": "photo", "tooltip": "What the generator makes now."}),
             "target_text": ("STRING", {"default": "pencil sketch", "tooltip": "What it should make."}),
             "templates": (["nada", "imagenet", "single"], {"default": "nada",
@@ -102,7 +102,8 @@ class NADACLIPDirection:
                                                    "(image directions)."}),
             "num_source_samples": ("INT", {"default": 16, "min": 1, "max": 256,
                                            "tooltip": "N_s generated source samples (paper: 16)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "control_after_generate": False,
+                             "tooltip": "Seed of the generated source samples (image directions)."}),
         }}
 
     def make(self, clip, source_text, target_text, templates, target_images=None, source_images=None,
@@ -140,7 +141,9 @@ class NADALayerFreezeSchedule:
         return {"required": {
             "preset": (["custom"] + list(PRESETS), {"default": "custom",
                        "tooltip": "Paper settings per kind of change; overrides mode and k."}),
-            "mode": (["all", "adaptive", "manual"], {"default": "all"}),
+            "mode": (["all", "adaptive", "manual"], {"default": "all",
+                     "tooltip": "custom preset only. all: every conv (texture/style); adaptive: the paper's "
+                                "per-iteration top-k selection (shape changes); manual: manual_layers."}),
             "k": ("INT", {"default": 12, "min": 1, "max": 18,
                           "tooltip": "adaptive: W+ indices trained per iteration (18 = all at 1024px)."}),
             "n_w": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip": "adaptive: codes sampled (paper: 8)."}),
@@ -194,9 +197,9 @@ class NADAAdaptGenerator:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (C.GENERATOR,),
-            "clip": (C.CLIP,),
-            "direction": (C.DIRECTION,),
+            "generator": (C.GENERATOR, {"tooltip": "The source model (not modified; a copy is trained)."}),
+            "clip": (C.CLIP, {"tooltip": "CLIP guidance (paper: ViT-B/32 + ViT-B/16)."}),
+            "direction": (C.DIRECTION, {"tooltip": "The change to learn, from CLIP Direction."}),
             "iterations": ("INT", {"default": 300, "min": 1, "max": 100000,
                                    "tooltip": "Paper: 50-300 style/texture, 150-400 identity, ~2000 animals."}),
             "batch_size": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": "Paper: 2."}),
@@ -205,7 +208,7 @@ class NADAAdaptGenerator:
             "mixing_prob": ("FLOAT", {"default": 0.9, "min": 0.0, "max": 1.0, "step": 0.05,
                                       "tooltip": "Style mixing: 0.9 for most face styles, 0 for sketches, "
                                                  "cubism and animals."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1,
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "control_after_generate": False,
                              "tooltip": "Same seed + same inputs = same result (an unchanged graph does "
                                         "not retrain)."}),
             "preview_every": ("INT", {"default": 25, "min": 0, "max": 10000, "tooltip": "0 = no previews."}),

@@ -7,7 +7,9 @@ Messages (websocket, via PromptServer.send_sync), all keyed by the node id:
   except preview steps and the last step.
 - ``nada.train.end``: {node, run, status ('done' | 'interrupted' | 'error'), steps, message}
 The history of the latest run per node is kept in memory and served at
-``GET /nada/train/{node}`` so a reloaded page can redraw what happened so far.
+``GET /nada/train/{node}`` so a reloaded page can redraw what happened so far
+({node, run, total, num_ws, status, message, settings, points: [[step, loss]], layers: [list | None]
+per point, preview, step, elapsed}).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import io
 import threading
 import time
 import uuid
+import weakref
 
 from . import _comfy as C
 
@@ -67,6 +70,7 @@ class TrainingReporter:
                 if preview:
                     h["preview"] = preview
                 h["step"] = step
+                h["elapsed"] = elapsed
         now = self.clock()
         if preview is None and step < self.total and now - self._last < MIN_INTERVAL:
             return False
@@ -88,6 +92,77 @@ class TrainingReporter:
                                           "message": message})
 
 
+# ------------------------------------------------------------------ t preview (model blending)
+# Interpolate Models / Render Domain Transition call remember_blend_inputs() with the generators
+# (and latents) they ran with; POST /nada/blend_preview/{node} then renders a few t values with
+# those models, so a slider in the front end (web/js/nada_blend_preview.js) can preview t without
+# re-running the graph. Only weak references are kept: the models stay in memory only as long as
+# ComfyUI's own cache holds them.
+BLEND_MAX_NODES = 8
+BLEND_MAX_FRAMES = 9
+BLEND_MAX_LATENTS = 4
+_blend: dict[str, dict] = {}
+_render_lock = threading.Lock()
+
+
+def remember_blend_inputs(node_id, handles, latents=None) -> None:
+    """Record the generator handles (2 or more, in path order) and optional latents of a node run."""
+    if node_id is None:
+        return
+    try:
+        entry = {"handles": [weakref.ref(h) for h in handles if h is not None],
+                 "latents": weakref.ref(latents) if latents is not None else None}
+    except TypeError:
+        return
+    with _lock:
+        _blend.pop(str(node_id), None)
+        _blend[str(node_id)] = entry
+        while len(_blend) > BLEND_MAX_NODES:
+            _blend.pop(next(iter(_blend)))
+
+
+def blend_preview(node_id, ts, seed: int = 0, psi: float = 0.7, count: int = 1, max_side: int = 256) -> dict:
+    """Render the blend of the node's last models at each t in ``ts`` (0 = first model, 1 = last;
+    with more than two models t runs along the whole sequence). Latents: the node's own (first
+    ``count``), else ``count`` seeds from ``seed`` with truncation ``psi``. Raises LookupError
+    when the node has not run (or its models have left ComfyUI's cache)."""
+    import torch
+
+    from ..nada_ops.interpolate import GeneratorPath
+    from ..nada_ops.stylegan.sampling import make_grid, sample_latents, synthesize
+    with _lock:
+        entry = _blend.get(str(node_id))
+    if entry is None:
+        raise LookupError("this node has not run yet: queue the workflow once, then preview t")
+    handles = [r() for r in entry["handles"]]
+    if len(handles) < 2 or any(h is None for h in handles):
+        raise LookupError("the models of the last run are no longer in memory: queue the workflow again")
+    lat = entry["latents"]() if entry["latents"] is not None else None
+    ts = [min(max(float(t), 0.0), 1.0) for t in list(ts)[:BLEND_MAX_FRAMES]]
+    count = max(1, min(int(count), BLEND_MAX_LATENTS))
+    first = handles[0]
+    with _render_lock, torch.inference_mode():
+        device = first.G.w_avg.device if hasattr(first.G, "w_avg") else next(first.G.parameters()).device
+        path = GeneratorPath([h.G for h in handles], names=[h.name for h in handles], device=device)
+        if lat is not None:
+            ws = lat.ws[:count]
+        else:
+            ws = sample_latents(first.G, [(int(seed) + i) % 2 ** 32 for i in range(count)], float(psi)).ws
+        ws = ws.to(device)
+        count = ws.shape[0]
+        frames = []
+        for t in ts:
+            G = path.set_u(t)
+            img = synthesize(G, ws, "const", count, getattr(first, "dtype", torch.float32))
+            grid = make_grid(img, cols=img.shape[0])
+            arr = ((grid.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+            from PIL import Image
+            frames.append({"t": t, "image": _jpeg_data_url(Image.fromarray(arr), max_side)})
+        del path
+    return {"node": str(node_id), "names": [h.name for h in handles], "frames": frames,
+            "latents": "node" if lat is not None else f"seeds {seed}..{seed + count - 1}, psi {psi}"}
+
+
 def register_routes() -> None:
     """GET /nada/train/{node} -> JSON history of the node's latest run (ComfyUI only)."""
     try:
@@ -105,5 +180,25 @@ def register_routes() -> None:
         if h is None:
             return web.json_response({"error": "no training run recorded for this node"}, status=404)
         return web.json_response(h)
+
+    @inst.routes.post("/nada/blend_preview/{node}")
+    async def _blend_preview(request):
+        import asyncio
+        import functools
+        try:
+            body = await request.json()
+            ts = body.get("t", [0.5])
+            ts = ts if isinstance(ts, list) else [ts]
+            job = functools.partial(blend_preview, request.match_info["node"], ts, int(body.get("seed", 0)),
+                                    float(body.get("psi", 0.7)), int(body.get("count", 1)))
+        except (ValueError, TypeError, AttributeError) as e:
+            return web.json_response({"error": f"bad request: {e}"}, status=400)
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(None, job)
+        except LookupError as e:
+            return web.json_response({"error": str(e)}, status=404)
+        except Exception as e:  # a preview must never take the server down
+            return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=500)
+        return web.json_response(out)
 
     register_routes._done = True

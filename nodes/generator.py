@@ -49,10 +49,12 @@ class NADASampleW:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (C.GENERATOR,),
+            "generator": (C.GENERATOR, {"tooltip": "Its mapping network and w_avg turn the seeds into latents "
+                                                   "(use the source model: adapted models share its latent space)."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1, "control_after_generate": True,
                              "tooltip": "First seed; the batch uses seed, seed+1, ..."}),
-            "batch_size": ("INT", {"default": 4, "min": 1, "max": 4096}),
+            "batch_size": ("INT", {"default": 4, "min": 1, "max": 4096,
+                                   "tooltip": "Number of latents (seeds seed .. seed + batch_size - 1)."}),
             "truncation_psi": ("FLOAT", {"default": 0.7, "min": -2.0, "max": 2.0, "step": 0.05,
                                          "tooltip": "1 = no truncation; 0.5-0.7 gives typical, cleaner images."}),
         }, "optional": {
@@ -89,8 +91,9 @@ class NADASynthesize:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (C.GENERATOR,),
-            "latents": (C.LATENTS,),
+            "generator": (C.GENERATOR, {"tooltip": "Source, adapted or blended model."}),
+            "latents": (C.LATENTS, {"tooltip": "W/W+ latents with this generator's W+ size (Sample W, Invert "
+                                               "Image, Interpolate Latents, ...)."}),
             "noise_mode": (["const", "random", "none"], {"default": "const",
                            "tooltip": "const = the checkpoint's stored noise (reproducible, NVIDIA's default); "
                                       "random = fresh per-pixel noise; none = no noise."}),
@@ -125,7 +128,7 @@ class NADASaveGenerator:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "generator": (C.GENERATOR,),
+            "generator": (C.GENERATOR, {"tooltip": "The model to save, e.g. the output of Adapt Generator."}),
             "filename_prefix": ("STRING", {"default": "nada/adapted",
                                            "tooltip": "Name under models/stylegan; a counter is appended, "
                                                       "existing files are never overwritten."}),
@@ -170,7 +173,8 @@ class NADAGeneratorInfo:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"generator": (C.GENERATOR,)}}
+        return {"required": {"generator": (C.GENERATOR, {"tooltip": "Any generator: loaded, adapted or "
+                                                                    "blended."})}}
 
     def info(self, generator):
         text = generator.describe()

@@ -24,10 +24,12 @@ class NADAInterpolateModels:
             "generator_b": (C.GENERATOR, {"tooltip": "t = 1 (e.g. the adapted model); same architecture as A."}),
             "t": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01,
                             "tooltip": "Blend factor: 0 = A, 1 = B."}),
-        }}
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
-    def blend(self, generator_a, generator_b, t):
+    def blend(self, generator_a, generator_b, t, unique_id=None):
         from ..nada_ops.interpolate import blend_generators
+        from .dashboard import remember_blend_inputs
+        remember_blend_inputs(unique_id, [generator_a, generator_b])   # t preview in the front end
         G = blend_generators(generator_a.G, generator_b.G, t, device=generator_a.device,
                              names=(f"A ({generator_a.name})", f"B ({generator_b.name})"))
         entry = {"op": "interpolate", "t": float(t), "a": generator_a.name, "b": generator_b.name,
@@ -95,16 +97,18 @@ class NADARenderTransition:
                                           "tooltip": "Output every frame as an IMAGE batch (memory grows with the "
                                                      "number of frames). Off: only the last frame is output; the "
                                                      "file is still complete."}),
-        }}
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def render(self, generator_a, generator_b, latents, frames, fps, easing, loop, save_format, filename_prefix,
                generator_c=None, generator_d=None, latents_end=None, latent_mode="lerp", direction=None,
                direction_strength=3.0, direction_layers="all", batch_size=8, noise_mode="const",
-               random_noise_seed=0, grid_columns=0, quality=-1, return_frames=True):
+               random_noise_seed=0, grid_columns=0, quality=-1, return_frames=True, unique_id=None):
         from ..nada_ops.latent_tools import direction_offsets
         from ..nada_ops.video import open_writer, render_transition
         from .generator import unique_path
         handles = [h for h in (generator_a, generator_b, generator_c, generator_d) if h is not None]
+        from .dashboard import remember_blend_inputs
+        remember_blend_inputs(unique_id, handles, latents)   # t preview in the front end
         names = [f"{label} ({h.name})" for label, h in zip("ABCD", handles)]
         cfg = generator_a.cfg
         latents.check_compatible(cfg)

@@ -36,6 +36,8 @@ COMFY = os.environ.get("NADA_E2E_COMFYUI", "")
 CHROMIUM = os.environ.get("NADA_E2E_CHROMIUM", "/usr/bin/chromium")
 PYTHON = os.environ.get("NADA_E2E_PYTHON", sys.executable)
 MODEL_NAME = "nada_test_64px_random.safetensors"
+MODEL_B_NAME = "nada_test_64px_random_b.safetensors"
+PACK = Path(os.environ.get("NADA_E2E_PACK") or ROOT)   # the checkout installed into ComfyUI
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +53,7 @@ def _skip_reason() -> str | None:
         return f"no chromium at {CHROMIUM} (apt-get install chromium, or set NADA_E2E_CHROMIUM)"
     if shutil.which("node") is None:
         return "node is not installed"
-    if not (ROOT / "node_modules" / "playwright-core").is_dir():
+    if not (PACK / "node_modules" / "playwright-core").is_dir():
         return "playwright-core is not installed (npm install)"
     return None
 
@@ -67,12 +69,12 @@ def _get(url: str, timeout: float = 5.0):
         return json.loads(r.read().decode())
 
 
-def _write_test_generator(path: Path) -> None:
+def _write_test_generator(path: Path, seed: int = 0) -> None:
     import torch
     from nada_ops.stylegan.config import StyleGAN2Config
     from nada_ops.stylegan.io import save_generator
     from nada_ops.stylegan.networks import Generator
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     cfg = StyleGAN2Config(img_resolution=64, z_dim=128, w_dim=128, channel_base=4096, channel_max=128,
                           num_mapping_layers=4)
     save_generator(Generator(cfg).eval(), str(path), {"note": "random generator for the end-to-end test"})
@@ -85,11 +87,15 @@ def comfyui(tmp_path_factory):
         pytest.skip(reason)
     base = tmp_path_factory.mktemp("comfy_base")
     (base / "custom_nodes").mkdir()
-    os.symlink(ROOT, base / "custom_nodes" / "stylegan_nada")
+    os.symlink(PACK, base / "custom_nodes" / "stylegan_nada")
     (base / "models" / "stylegan").mkdir(parents=True)
     for d in ("input", "output", "user", "temp"):
         (base / d).mkdir()
+    # a returning user: no template browser popping up over the first screenshots
+    (base / "user" / "default").mkdir()
+    (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
     _write_test_generator(base / "models" / "stylegan" / MODEL_NAME)
+    _write_test_generator(base / "models" / "stylegan" / MODEL_B_NAME, seed=1)
     port = _free_port()
     log = open(base / "comfyui.log", "w")
     proc = subprocess.Popen(
@@ -137,8 +143,8 @@ def test_dashboard_in_real_browser(comfyui, tmp_path):
     out = Path(os.environ.get("NADA_E2E_OUT") or tmp_path / "e2e")
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "NADA_E2E_URL": comfyui["url"], "NADA_E2E_OUT": str(out), "NADA_E2E_CHROMIUM": CHROMIUM,
-           "NADA_E2E_MODEL": MODEL_NAME}
-    r = subprocess.run(["node", str(ROOT / "tests" / "js" / "e2e" / "run_e2e.mjs")], cwd=ROOT, env=env,
+           "NADA_E2E_MODEL": MODEL_NAME, "NADA_E2E_MODEL_B": MODEL_B_NAME}
+    r = subprocess.run(["node", str(PACK / "tests" / "js" / "e2e" / "run_e2e.mjs")], cwd=PACK, env=env,
                        capture_output=True, text=True, timeout=int(os.environ.get("NADA_E2E_TIMEOUT_TOTAL", 2400)))
     print(r.stdout[-6000:])
     result = json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else {"checks": []}
@@ -146,6 +152,8 @@ def test_dashboard_in_real_browser(comfyui, tmp_path):
     assert r.returncode == 0 and not failed, (
         f"e2e failed (screenshots in {out}):\n" + "\n".join(f"{c['name']}: {c['detail']}" for c in failed)
         + f"\n{r.stderr[-3000:]}\nComfyUI log tail:\n{comfyui['log'].read_text(errors='ignore')[-3000:]}")
+    for sk in result.get("skipped", []):
+        print(f"SKIPPED: {sk['name']}: {sk['why']}")
     if os.environ.get("NADA_E2E_UPDATE_ASSETS") == "1":
         update_assets(out)
 
@@ -159,7 +167,8 @@ def update_assets(out: Path) -> None:
                             ("dashboard_panel_done.png", "dashboard_panel_done.png", None),
                             ("dashboard_1_training.png", "dashboard_training.png", 1200),
                             ("dashboard_1b_after_reload.png", "dashboard_after_reload.png", 1200),
-                            ("dashboard_2_done.png", "dashboard_done.png", 1200)):
+                            ("dashboard_2_done.png", "dashboard_done.png", 1200),
+                            ("blend_preview_widget.png", "t_preview_widget.png", None)):
         p = out / src
         if not p.exists():
             continue
@@ -168,14 +177,97 @@ def update_assets(out: Path) -> None:
             im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
         im = im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
         im.save(docs / dst, optimize=True)
-    for wf in (ROOT / "examples").glob("*.json"):
-        name = wf.stem
-        src = out / ("text_adaptation_after_run.png" if name == "text_adaptation" else f"example_{name}.png")
-        if not src.exists():
-            continue
-        im = Image.open(src).convert("RGB")
-        # crop the side bar and top bar of the UI, keep the graph
-        w, h = im.size
-        im = im.crop((60, 40, w, h))
-        im.thumbnail((640, 400), Image.LANCZOS)
-        im.save(wf.with_suffix(".jpg"), quality=82, optimize=True)
+    thumbnails(out)
+
+
+def _font(size, bold=False):
+    from PIL import ImageFont
+    try:
+        return ImageFont.truetype("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf", size)
+    except OSError:
+        return ImageFont.load_default(size)
+
+
+def thumbnails(out: Path) -> None:
+    """640x360 template-browser cards for the examples this test runs (the issue-5 examples keep
+    their own drawings): a title, the real dashboard panel or the loaded graph, a caption."""
+    from PIL import Image, ImageDraw
+    bg = (32, 32, 36)
+
+    def card(title, caption, shot, box):
+        im = Image.new("RGB", (640, 360), bg)
+        d = ImageDraw.Draw(im)
+        d.text((20, 14), title, fill=(240, 240, 240), font=_font(22, bold=True))
+        src = Image.open(shot).convert("RGB")
+        if box:
+            src = src.crop(box)
+        src.thumbnail((600, 262), Image.LANCZOS)
+        im.paste(src, ((640 - src.width) // 2, 52))
+        d.text((20, 326), caption, fill=(200, 200, 200), font=_font(14))
+        return im
+
+    panel = out / "dashboard_panel_done.png"
+    if panel.exists():
+        im = Image.new("RGB", (640, 360), bg)
+        d = ImageDraw.Draw(im)
+        d.text((20, 14), "Text-guided adaptation: photo -> zombie", fill=(240, 240, 240), font=_font(22, bold=True))
+        src = Image.open(panel).convert("RGB")
+        src.thumbnail((326, 290), Image.LANCZOS)
+        im.paste(src, (20, 56))
+        y = 70
+        for line in ("Live dashboard on Adapt Generator:", "- iterations, loss, ETA", "- loss curve",
+                     "- layers chosen per iteration", "  (adaptive freezing heat map)", "- latest preview:",
+                     "  source row / adapted row", "", "Paper settings: lr 0.002, batch 2,", "300 iterations, k = 2/3"):
+            d.text((364, y), line, fill=(210, 210, 210), font=_font(14))
+            y += 24
+        im.save(ROOT / "examples" / "text_adaptation.jpg", quality=85, optimize=True)
+    image_guided_card().save(ROOT / "examples" / "image_guided_adaptation.jpg", quality=85, optimize=True)
+
+
+def image_guided_card():
+    """A drawn card: a few style images -> CLIP direction -> Adapt Generator -> adapted samples."""
+    import random
+
+    from PIL import Image, ImageDraw
+    rnd = random.Random(3)
+    im = Image.new("RGB", (640, 360), (32, 32, 36))
+    d = ImageDraw.Draw(im)
+    d.text((20, 14), "Image-guided (few-shot) adaptation", fill=(240, 240, 240), font=_font(22, bold=True))
+
+    def painting(x, y, w, h, palette):
+        d.rectangle((x, y, x + w, y + h), fill=palette[0])
+        for _ in range(40):
+            cx, cy = x + rnd.randint(0, w), y + rnd.randint(0, h)
+            r = rnd.randint(4, 14)
+            d.ellipse((max(x, cx - r), max(y, cy - r), min(x + w, cx + r), min(y + h, cy + r)),
+                      fill=rnd.choice(palette[1:]))
+        d.rectangle((x, y, x + w, y + h), outline=(200, 200, 200))
+
+    pal = [(40, 60, 120), (230, 190, 60), (70, 110, 200), (240, 240, 220), (20, 30, 70)]
+    for i in range(3):
+        painting(24 + i * 12, 70 + i * 34, 96, 96, pal)
+    d.text((24, 250), "your style images", fill=(210, 210, 210), font=_font(14))
+    d.text((24, 270), "(Load Image -> Batch)", fill=(160, 160, 160), font=_font(12))
+
+    def box(x, y, w, h, title, sub):
+        d.rounded_rectangle((x, y, x + w, y + h), radius=8, fill=(58, 76, 140), outline=(150, 170, 230))
+        d.text((x + 10, y + 12), title, fill=(255, 255, 255), font=_font(15, bold=True))
+        d.text((x + 10, y + 36), sub, fill=(220, 225, 245), font=_font(12))
+
+    def arrow(x0, x1, y):
+        d.line((x0, y, x1, y), fill=(220, 220, 220), width=3)
+        d.polygon([(x1, y), (x1 - 10, y - 6), (x1 - 10, y + 6)], fill=(220, 220, 220))
+
+    arrow(150, 182, 150)
+    box(186, 110, 140, 80, "CLIP Direction", "16 generated source\nsamples -> your images")
+    arrow(328, 360, 150)
+    box(364, 110, 120, 80, "Adapt", "all layers, 300 it.\nlr 0.002, batch 2")
+    arrow(486, 518, 150)
+    pal2 = [(60, 50, 100), (230, 180, 70), (90, 120, 210), (240, 230, 200)]
+    for i in range(2):
+        for j in range(2):
+            painting(522 + j * 52, 100 + i * 52, 48, 48, pal2)
+    d.text((508, 210), "adapted samples", fill=(210, 210, 210), font=_font(13))
+    d.text((20, 326), "a few images of a style -> a generator for that style (paper, supplement C)",
+           fill=(200, 200, 200), font=_font(14))
+    return im

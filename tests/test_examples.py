@@ -160,16 +160,18 @@ def test_example_has_thumbnail_readme_entry_and_model_note(path):
     assert thumb.read_bytes()[:3] == b"\xff\xd8\xff", f"{thumb.name} is not a JPEG"
     readme = (ROOT / "README.md").read_text(encoding="utf-8") if (ROOT / "README.md").exists() else ""
     assert path.name in readme, f"{path.name} is not documented in README.md"
+    guide = (ROOT / "docs" / "examples.md").read_text(encoding="utf-8")
+    assert f"`{path.name}`" in guide, f"{path.name} is not described in docs/examples.md"
     wf = json.loads(path.read_text(encoding="utf-8"))
     notes = " ".join(str(v) for n in wf["nodes"] if n["type"] in ("MarkdownNote", "Note")
                      for v in n.get("widgets_values", []))
     # every model file the example names is explained in a note (where to get it)
-    files = set()
     for n in wf["nodes"]:
-        if n["type"] in ("NADALoadStyleGAN", "LoadImage"):
-            files.add(n["widgets_values"][0])
-    for f in files:
-        assert f in notes or n["type"] == "LoadImage" and "input" in notes, f"{path.name}: {f} is not explained"
+        if n["type"] == "NADALoadStyleGAN":
+            f = n["widgets_values"][0]
+            assert f in notes and "models/stylegan" in notes, f"{path.name}: where to get {f} is not explained"
+        if n["type"] == "LoadImage":
+            assert "input" in notes, f"{path.name}: the images for {n['widgets_values'][0]} are not explained"
     if any(n["type"] == "NADALoadCLIP" for n in wf["nodes"]):
         assert re.search(r"models/open_clip", notes), f"{path.name}: where CLIP weights go is not explained"
 

@@ -120,15 +120,16 @@ def test_blend_preview_renders_t_values_with_the_remembered_models(comfy, two_ge
 
 def test_blend_preview_uses_node_latents_and_only_weak_references(comfy, two_generators):
     dash = _dash(comfy)
-    a, b = two_generators
     m = comfy.pack.NODE_CLASS_MAPPINGS
-    with torch.inference_mode():
+    with torch.inference_mode():   # own handles (the fixture's stay referenced by pytest)
+        a = m["NADALoadStyleGAN"]().load("a.safetensors", "cpu", "fp32")[0]
+        b = m["NADALoadStyleGAN"]().load("b.safetensors", "cpu", "fp32")[0]
         (lat,) = m["NADASampleW"]().sample(a, 5, 3, 0.7)
     dash.remember_blend_inputs("12", [a, b, a], lat)
     out = dash.blend_preview("12", [0.25, 0.75], count=4)
     assert out["latents"] == "node" and len(out["frames"]) == 2
     assert _decode(out["frames"][0]["image"]).shape == (32, 96, 3)  # count capped by the 3 latents
-    del a, b, two_generators, lat
+    del a, b, lat, out
     gc.collect()
     with pytest.raises(LookupError, match="no longer in memory"):
         dash.blend_preview("12", [0.5])
