@@ -277,7 +277,8 @@ def main(argv=None) -> int:
     from .stylegan.formats import CheckpointError
     try:
         return COMMANDS[name][0](rest) or 0
-    except CheckpointError as e:
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        # bad model files, missing CLIP weights, invalid settings: a clear message, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

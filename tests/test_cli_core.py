@@ -33,3 +33,10 @@ def test_module_entry_point(tmp_path, tiny_G):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "32x32" in r.stdout
+
+
+def test_user_errors_are_messages_not_tracebacks(tmp_path, tiny_G, capsys):
+    g = tmp_path / "g.safetensors"
+    save_generator(tiny_G, g)
+    assert main(["sample", "--generator", str(g), "--seeds", "5-1", "--out", str(tmp_path / "x.png")]) == 1
+    assert "error: seed range '5-1' is descending" in capsys.readouterr().err
