@@ -183,6 +183,8 @@ def test_cuda_home_found_with_headers(monkeypatch, tmp_path):
     from torch.utils import cpp_extension
     monkeypatch.setattr(cpp_extension, "CUDA_HOME", str(tmp_path / "wrapper"))
     monkeypatch.setattr(loader, "DEFAULT_CUDA_HOMES", (str(home),))
+    # PATH only has the wrapper (CI puts a real toolkit's bin/ on PATH: keep it out of this test).
+    monkeypatch.setattr(loader.shutil, "which", lambda name: str(wrapper / name) if name == "nvcc" else None)
     assert loader.find_cuda_home() == (str(home), None)
 
 

@@ -10,21 +10,13 @@
 // linearly (the video's easing is not applied).
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
-import { createLatestRequester, previewTs } from "./dashboard_core.js";
+import { createLatestRequester, el, previewTs } from "./dashboard_core.js";
 
 export const NODE_TYPES = ["NADAInterpolateModels", "NADARenderTransition"];
 const STRIP_FRAMES = 5;
 
 /** Live preview widgets (exported for tests). */
 export const previews = new Set();
-
-function el(tag, cls, parent, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  if (parent) parent.appendChild(e);
-  return e;
-}
 
 function injectStyle() {
   if (document.getElementById("nada-blend-style")) return;

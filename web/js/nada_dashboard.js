@@ -8,6 +8,7 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import {
+  el,
   EVENTS,
   applyHistory,
   createRedrawScheduler,
@@ -31,14 +32,6 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 
 /** Live panels, one per Adapt Generator node in the graph (exported for tests). */
 export const panels = new Set();
-
-function el(tag, cls, parent, text) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  if (parent) parent.appendChild(e);
-  return e;
-}
 
 function injectStyle() {
   if (document.getElementById("nada-dashboard-style")) return;
