@@ -10,7 +10,8 @@
 // linearly (the video's easing is not applied).
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
-import { createLatestRequester, el, previewTs } from "./dashboard_core.js";
+import { createLatestRequester, previewTs } from "./dashboard_core.js";
+import { el } from "./dom.js";
 
 export const NODE_TYPES = ["NADAInterpolateModels", "NADARenderTransition"];
 const STRIP_FRAMES = 5;

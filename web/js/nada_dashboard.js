@@ -8,7 +8,6 @@
 import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
 import {
-  el,
   EVENTS,
   applyHistory,
   createRedrawScheduler,
@@ -22,6 +21,7 @@ import {
   statusLine,
   wsLabel,
 } from "./dashboard_core.js";
+import { el } from "./dom.js";
 
 export const NODE_TYPE = "NADAAdaptGenerator";
 const WIDGET_NAME = "nada_dashboard";
