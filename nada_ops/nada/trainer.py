@@ -12,14 +12,14 @@ The input generator is never modified; training works on copies.
 """
 from __future__ import annotations
 
-import math
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
-from ..stylegan.networks import Generator, style_mix, truncate
+from ..stylegan.networks import Generator, copy_generator, style_mix
 from .losses import directional_loss, global_loss
 from .schedule import (FreezeSchedule, adaptive_select, all_conv_layer_names, layer_parameters,
                        trainable_layer_names)
@@ -109,7 +109,7 @@ class AdaptResult:
 ProgressFn = Callable[[StepInfo], None]
 
 
-def _preview(G_frozen, G_train, ws, noises=None):
+def _preview(G_frozen, G_train, ws):
     with torch.no_grad():
         a = G_frozen.synthesis(ws, noise_mode="const")
         b = G_train.synthesis(ws, noise_mode="const")
@@ -134,8 +134,8 @@ def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: Freeze
         guidance = guidance.for_training()
         torch.manual_seed(settings.seed)
         gen = torch.Generator().manual_seed(settings.seed)
-        G_frozen = _fresh_copy(source, dev)
-        G_train = _fresh_copy(source, dev)
+        G_frozen = copy_generator(source, dev)
+        G_train = copy_generator(source, dev)
         G_train.mapping = G_frozen.mapping          # ONE shared, frozen mapping network
         G_frozen.requires_grad_(False)
         G_train.requires_grad_(False)
@@ -146,7 +146,8 @@ def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: Freeze
             fixed_layers = trainable_layer_names(cfg, schedule.indices)
         else:
             fixed_layers = all_conv_layer_names(cfg)   # candidates; chosen per iteration
-        params = layer_parameters(G_train, fixed_layers)
+        params_of = {name: layer_parameters(G_train, [name]) for name in fixed_layers}
+        params = [p for ps in params_of.values() for p in ps]
         for p in params:
             p.requires_grad_(True)
         lr, betas = settings.effective_optimizer()
@@ -172,10 +173,9 @@ def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: Freeze
                 chosen, _ = adaptive_select(G_train, models, guidance.targets(), cfg, k, schedule.n_w,
                                             schedule.n_i, schedule.selection_lr, gen)
                 active = set(trainable_layer_names(cfg, chosen))
-                for name, mod in G_train.named_modules():
-                    if name in fixed_layers:
-                        for p in layer_parameters(G_train, [name]):
-                            p.requires_grad_(name in active)
+                for name, ps in params_of.items():
+                    for p in ps:
+                        p.requires_grad_(name in active)
 
             with torch.no_grad():
                 img_frozen = G_frozen.synthesis(ws, noise_mode=settings.noise_mode, noises=noises)
@@ -223,7 +223,7 @@ def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: Freeze
         G_train.requires_grad_(False)
         G_train.eval()
         # Give the adapted generator its own mapping copy so it is a standalone network.
-        G_train.mapping = _copy_module(G_frozen.mapping)
+        G_train.mapping = copy.deepcopy(G_frozen.mapping)
     return result
 
 
@@ -252,14 +252,4 @@ def _training_batch(G_frozen: Generator, s: AdaptSettings, gen: torch.Generator,
             noises = [n.to(dev) for n in noises]
     return ws, noises
 
-
-def _fresh_copy(G: Generator, dev) -> Generator:
-    G2 = Generator(G.cfg)
-    G2.load_state_dict({k: v.detach().clone() for k, v in G.state_dict().items()})
-    return G2.to(dev).eval()
-
-
-def _copy_module(m):
-    import copy
-    return copy.deepcopy(m)
 

@@ -14,7 +14,7 @@ import torch
 
 from .config import StyleGAN2Config
 from .formats import CheckpointError, ReadResult
-from .networks import Generator, estimate_w_avg
+from .networks import Generator, copy_generator, estimate_w_avg
 
 W_AVG_ESTIMATE_SAMPLES = 8192
 W_AVG_ESTIMATE_SEED = 0
@@ -85,13 +85,7 @@ class GeneratorHandle:
     def clone_generator(self, device=None, requires_grad: bool = False) -> Generator:
         """A fresh copy with ordinary (non-inference) tensors, safe to train."""
         with torch.inference_mode(False):
-            G2 = Generator(self.cfg)
-            sd = {k: v.detach().clone() for k, v in self.G.state_dict().items()}
-            G2.load_state_dict(sd)
-            G2 = G2.to(device or self.device)
-            G2.requires_grad_(requires_grad)
-            G2.eval()
-        return G2
+            return copy_generator(self.G, device).requires_grad_(requires_grad)
 
     def derive(self, G: Generator, name: str | None = None, history_entry: dict | None = None) -> "GeneratorHandle":
         """A new handle for ``G`` (e.g. adapted/interpolated), recording what was done."""

@@ -262,6 +262,14 @@ class Generator(nn.Module):
                 for l in self.synthesis.noise_layers()]
 
 
+def copy_generator(G: Generator, device=None) -> Generator:
+    """A fresh copy with its own ordinary tensors (not views, not inference tensors: call it
+    outside ``torch.inference_mode()``), in eval mode, on ``device`` (default: G's)."""
+    G2 = Generator(G.cfg)
+    G2.load_state_dict({k: v.detach().clone() for k, v in G.state_dict().items()})
+    return G2.to(device if device is not None else G.w_avg.device).eval()
+
+
 def truncate(ws, w_avg, psi: float = 1.0, cutoff: int | None = None):
     """w' = w_avg + psi (w - w_avg), for the first ``cutoff`` W+ entries (all if None)."""
     if psi == 1:
