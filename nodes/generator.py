@@ -29,6 +29,15 @@ class NADALoadStyleGAN:
                                                         "(GPU only; faster, tiny differences)."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, model, device="auto", precision="fp32"):
+        """Reload when the file on disk changes (e.g. a training run saved over it)."""
+        try:
+            st = os.stat(C.full_path(C.STYLEGAN_FOLDER, model))
+        except (OSError, ImportError):
+            return ""
+        return f"{st.st_mtime_ns}-{st.st_size}"
+
     def load(self, model, device="auto", precision="fp32"):
         from ..nada_ops.stylegan.io import load_generator
         path = C.full_path(C.STYLEGAN_FOLDER, model)

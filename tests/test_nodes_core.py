@@ -96,3 +96,14 @@ def test_import_is_fast_and_light():
     assert r.returncode == 0, r.stderr
     n, oc, cpp = r.stdout.split()
     assert int(n) >= 4 and oc == "False" and cpp == "False"
+
+
+def test_loader_reloads_when_the_file_changes(comfy, tiny_G):
+    p = comfy.stylegan_dir / "tiny.safetensors"
+    save_generator(tiny_G, p)
+    node = comfy.pack.NODE_CLASS_MAPPINGS["NADALoadStyleGAN"]
+    a = node.IS_CHANGED("tiny.safetensors", "cpu", "fp32")
+    assert a == node.IS_CHANGED("tiny.safetensors", "cpu", "fp32")
+    st = os.stat(p)
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    assert node.IS_CHANGED("tiny.safetensors", "cpu", "fp32") != a
