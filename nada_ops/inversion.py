@@ -81,7 +81,7 @@ class ClipFeatureDistance(FeatureDistance):
     name = "clip"
 
     def __init__(self, clip, blocks="auto", embedding_weight: float = 1.0):
-        self.models = [(_usable_clip(m), w) for m, w in _clip_models(clip)]
+        self.models = [(m.for_autograd(), w) for m, w in _clip_models(clip)]
         self.blocks = blocks
         self.embedding_weight = float(embedding_weight)
 
@@ -156,21 +156,6 @@ def _clip_models(clip) -> list:
     if not out:
         raise ValueError("no CLIP model given")
     return out
-
-
-def _usable_clip(model):
-    """The model itself, or a copy when its weights are inference tensors (a CLIP model
-    loaded inside ComfyUI's inference mode cannot be back-propagated through)."""
-    if not any(p.is_inference() for p in model.model.parameters()):
-        return model
-    import copy
-    with torch.inference_mode(False):
-        m2 = copy.copy(model)
-        m2.model = copy.deepcopy(model.model)
-        m2.model.requires_grad_(False)
-        m2._stats_cache = {}
-        m2._text_cache = {}
-    return m2
 
 
 def make_feature_distance(perceptual) -> FeatureDistance | None:

@@ -118,3 +118,37 @@ def test_schedule_node(setup):
     assert p.mode == "adaptive" and p.k == 3
     with pytest.raises(ValueError, match="unknown group"):
         node.make("custom", "manual", 3, 8, 1, "bogus")
+
+
+def test_image_guided_chain_trains_under_inference_mode(setup):
+    """The chain of the image-guided example as ComfyUI runs it: CLIP Direction encodes the
+    target images inside inference mode (filling the CLIP model's caches), then Adapt
+    Generator trains through the SAME CLIP object. Nothing made under inference mode may
+    reach autograd (regression: 'Inference tensors cannot be saved for backward')."""
+    comfy, m, gen, clip, _ = setup
+    targets = torch.rand(2, 40, 48, 3)
+    with torch.inference_mode():
+        (d, _) = m["NADACLIPDirection"]().make(clip, "", "", "single", target_images=targets, generator=gen,
+                                                num_source_samples=2)
+        assert any(t.is_inference() for pair in clip.models[0]._stats_cache.values() for t in pair)
+        out, preview, log = m["NADAAdaptGenerator"]().adapt(gen, clip, d, 2, 2, 0.002, 0.0, 0, 1)
+        (s,) = m["NADALayerFreezeSchedule"]().make("custom", "adaptive", 2, 2, 1, "")
+        out2, _, _ = m["NADAAdaptGenerator"]().adapt(gen, clip, d, 2, 2, 0.002, 0.5, 0, 0, schedule=s)
+    assert "2 iterations" in log
+    assert any(not torch.equal(a, b) for a, b in zip(out.G.state_dict().values(), gen.G.state_dict().values()))
+    assert not any(t.is_inference() for t in out2.G.state_dict().values())
+
+
+def test_clip_for_autograd_leaves_no_inference_tensor():
+    from nada_ops.clip.tiny import tiny_clip_model
+    with torch.inference_mode():
+        m = tiny_clip_model(seed=0)
+        m.encode_text(["a photo"])
+        m.encode_generator_images(torch.zeros(1, 3, 32, 32))
+    assert m.has_inference_tensors()
+    m2 = m.for_autograd()
+    assert m2 is not m and not m2.has_inference_tensors() and m.has_inference_tensors()
+    x = torch.zeros(1, 3, 32, 32, requires_grad=True)
+    (m2.encode_generator_images(x).sum() + m2.encode_text(["a photo"]).sum()).backward()
+    assert x.grad is not None
+    assert m2.for_autograd() is m2

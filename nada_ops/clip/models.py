@@ -6,6 +6,7 @@ cheap.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -128,11 +129,42 @@ class ClipModel:
     def _stats(self, ref: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         k = (ref.device, ref.dtype)
         s = self._stats_cache.get(k)
-        if s is None:
+        if s is None or (s[0].is_inference() and not torch.is_inference_mode_enabled()):
+            # Built (again) outside inference mode when the cached pair is an inference tensor:
+            # a node running under ComfyUI's inference mode (CLIP Direction) must not leave a
+            # tensor here that a later node trains through (autograd refuses to save it).
             s = (torch.tensor(self.mean, device=ref.device, dtype=ref.dtype),
                  torch.tensor(self.std, device=ref.device, dtype=ref.dtype))
             self._stats_cache[k] = s
         return s
+
+    def has_inference_tensors(self) -> bool:
+        """True when weights, buffers or caches hold tensors made under ``torch.inference_mode()``."""
+        ts = list(self.model.parameters()) + list(self.model.buffers()) + list(self._text_cache.values())
+        ts += [t for pair in self._stats_cache.values() for t in pair]
+        return any(t.is_inference() for t in ts)
+
+    def for_autograd(self) -> "ClipModel":
+        """This model, or a copy of it, that autograd can back-propagate through.
+
+        Everything created inside ComfyUI's ``torch.inference_mode()`` (weights loaded by
+        Load CLIP, cached text embeddings, normalisation constants) is an inference tensor,
+        which autograd refuses to save for backward. The copy has ordinary weights (the
+        same values) and empty caches; the original is never modified. Call it outside
+        inference mode (the trainer and the inverter do).
+        """
+        if not self.has_inference_tensors():
+            return self
+        with torch.inference_mode(False):
+            clone = copy.copy(self)
+            net = copy.deepcopy(self.model)
+            with torch.no_grad():
+                net.load_state_dict({k: v.clone() for k, v in self.model.state_dict().items()}, assign=True)
+            net.requires_grad_(False)
+            clone.model = net
+            clone._text_cache = {k: v.clone() for k, v in self._text_cache.items()}
+            clone._stats_cache = {}
+        return clone
 
     # -- images ------------------------------------------------------------------------
     def preprocess(self, img: torch.Tensor) -> torch.Tensor:
@@ -186,7 +218,10 @@ class ClipModel:
                     emb = self.model.encode_text(tokens).float()
                     for t, e in zip(chunk, emb):
                         self._text_cache[t] = e.detach()
-        return torch.stack([self._text_cache[t] for t in texts])
+        out = torch.stack([self._text_cache[t] for t in texts])
+        if out.is_inference() and not torch.is_inference_mode_enabled():
+            out = out.clone()   # an ordinary tensor: usable in a graph that is back-propagated
+        return out
 
 
 def _default_tokenizer(model: torch.nn.Module, name: str):

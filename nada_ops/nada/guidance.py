@@ -36,12 +36,12 @@ class Guidance:
         return {e.key: e.target for e in self.entries}
 
     def for_training(self) -> "Guidance":
-        """A copy usable under autograd: tensors (and CLIP weights) created inside ComfyUI's
-        ``torch.inference_mode()`` by upstream nodes are inference tensors, which autograd
-        refuses to save for backward.  Call outside inference mode."""
+        """A copy usable under autograd: tensors (CLIP weights, caches, directions) created
+        inside ComfyUI's ``torch.inference_mode()`` by upstream nodes are inference tensors,
+        which autograd refuses to save for backward.  Call outside inference mode."""
         out = []
         for e in self.entries:
-            out.append(GuidanceEntry(model=_normal_tensor_model(e.model), weight=e.weight, key=e.key,
+            out.append(GuidanceEntry(model=e.model.for_autograd(), weight=e.weight, key=e.key,
                                      direction=e.direction.detach().clone(), target=e.target.detach().clone()))
         return Guidance(out)
 
@@ -50,21 +50,6 @@ class Guidance:
             if e.key == key:
                 return e
         raise KeyError(f"no CLIP model {key!r} in the guidance (have {[e.key for e in self.entries]})")
-
-
-def _normal_tensor_model(model):
-    """The ClipModel itself when its weights are ordinary tensors, else a copy whose weights are."""
-    net = getattr(model, "model", None)
-    if net is None or not any(t.is_inference() for t in list(net.parameters()) + list(net.buffers())):
-        return model
-    import copy
-    clone = copy.copy(model)
-    net2 = copy.deepcopy(net)
-    with torch.no_grad():
-        net2.load_state_dict({k: v.clone() for k, v in net.state_dict().items()}, assign=True)
-    net2.requires_grad_(False)
-    clone.model = net2
-    return clone
 
 
 def guidance_from(ensemble, direction) -> Guidance:
