@@ -179,3 +179,39 @@ def test_group_indices(G):
     assert group_indices(big, ["fine"])[0] == 7 and group_indices(big, ["fine"])[-1] == big.num_ws - 1
     with pytest.raises(ValueError, match="out of range"):
         FreezeSchedule(mode="manual", indices=(99,)).validate(cfg)
+
+
+def test_snapshots_every_n_iterations_hold_the_weights_of_that_iteration(G, guidance):
+    snaps = {}
+
+    def keep(step, G_train, loss):
+        snaps[step] = (_sd(G_train), loss)
+
+    r = adapt(G, guidance, AdaptSettings(**{**FAST, "iterations": 5}), snapshot_every=2, on_snapshot=keep)
+    assert sorted(snaps) == [2, 4]                 # not the last iteration: that is the result itself
+    assert snaps[2][1] == r.losses[1] and snaps[4][1] == r.losses[3]
+    short = adapt(G, guidance, AdaptSettings(**{**FAST, "iterations": 4}))
+    assert all(torch.equal(v, snaps[4][0][k]) for k, v in short.G.state_dict().items())
+
+
+def test_out_of_memory_stops_and_keeps_what_was_trained(G, guidance, monkeypatch):
+    import nada_ops.nada.trainer as T
+    from nada_ops.memory import OutOfMemory
+    real = T._train_step
+    calls = {"n": 0}
+
+    def failing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "_train_step", failing)
+    r = adapt(G, guidance, AdaptSettings(**FAST))
+    assert r.steps_done == 2 and not r.interrupted
+    assert isinstance(r.stop_exception, OutOfMemory)
+    msg = str(r.stop_exception)
+    assert "iteration 3" in msg and "batch_size" in msg and "20.00 GiB" in msg
+    assert r.stop_exception.__traceback__ is None     # holds no frames (and no tensors) of the failed step
+    two = adapt(G, guidance, AdaptSettings(**{**FAST, "iterations": 2}))
+    assert all(torch.equal(v, two.G.state_dict()[k]) for k, v in r.G.state_dict().items())

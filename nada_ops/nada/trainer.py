@@ -13,12 +13,14 @@ The input generator is never modified; training works on copies.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
+from ..memory import OutOfMemory, advice_for, is_out_of_memory
 from ..stylegan.networks import Generator, copy_generator, style_mix
 from .losses import directional_loss, global_loss
 from .schedule import (FreezeSchedule, adaptive_select, all_conv_layer_names, layer_parameters,
@@ -116,8 +118,12 @@ def _preview(G_frozen, G_train, ws):
     return torch.cat([a, b], 0)
 
 
+SnapshotFn = Callable[[int, Generator, float], None]
+
+
 def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: FreezeSchedule | None = None,
-          progress: ProgressFn | None = None, device=None) -> AdaptResult:
+          progress: ProgressFn | None = None, device=None, snapshot_every: int = 0,
+          on_snapshot: SnapshotFn | None = None) -> AdaptResult:
     """Train a copy of ``source`` so that CLIP sees the change described by ``guidance``.
 
     ``guidance``: a :class:`nada_ops.nada.guidance.Guidance` (CLIP models with weights and,
@@ -125,6 +131,10 @@ def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: Freeze
     ``progress(StepInfo)`` is called after every iteration and may raise (e.g. the user
     pressed Cancel): training stops there, the result keeps what was trained so far
     (``interrupted=True``, ``stop_exception`` holds the exception for the caller to re-raise).
+    Running out of memory also stops training with what was trained so far kept
+    (``stop_exception`` is a :class:`~nada_ops.memory.OutOfMemory` saying what to change).
+    ``on_snapshot(step, G_train, loss)`` is called every ``snapshot_every`` iterations (and
+    not again for the last one) with the live training generator: save it, do not keep it.
     """
     settings = settings.validate()
     schedule = (schedule or FreezeSchedule()).validate(source.cfg)
@@ -166,49 +176,28 @@ def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: Freeze
         result = AdaptResult(G=G_train, steps_done=0, interrupted=False)
         t0 = time.time()
         for step in range(settings.iterations):
-            ws, noises = _training_batch(G_frozen, settings, gen, dev)
-
-            chosen = None
-            if schedule.mode == "adaptive":
-                chosen, _ = adaptive_select(G_train, models, guidance.targets(), cfg, k, schedule.n_w,
-                                            schedule.n_i, schedule.selection_lr, gen)
-                active = set(trainable_layer_names(cfg, chosen))
-                for name, ps in params_of.items():
-                    for p in ps:
-                        p.requires_grad_(name in active)
-
-            with torch.no_grad():
-                img_frozen = G_frozen.synthesis(ws, noise_mode=settings.noise_mode, noises=noises)
-                emb_frozen = {key: m.encode_generator_images(img_frozen) for m, _, key in models}
-            img_train = G_train.synthesis(ws, noise_mode=settings.noise_mode, noises=noises)
-            loss = img_train.new_zeros([])
-            for m, weight, key in models:
-                emb = m.encode_generator_images(img_train)
-                if settings.lambda_direction:
-                    loss = loss + weight * settings.lambda_direction * directional_loss(
-                        emb, emb_frozen[key], guidance.direction(key))
-                if settings.lambda_global:
-                    loss = loss + weight * settings.lambda_global * global_loss(emb, guidance.target(key))
-            opt.zero_grad(set_to_none=True)
-            bad = None
-            if not torch.isfinite(loss):
-                bad = f"the loss became {loss.item()}"
-            else:
-                loss.backward()
-                if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params):
-                    bad = "the gradients became NaN/Inf"
+            try:
+                loss, chosen, bad = _train_step(G_frozen, G_train, models, guidance, settings, schedule, cfg, k,
+                                                params_of, params, opt, gen, dev)
+            except BaseException as e:   # noqa: BLE001 - only out-of-memory is handled here
+                if not is_out_of_memory(e):
+                    raise
+                result.stop_exception = OutOfMemory(
+                    f"Adapt Generator at iteration {step + 1}", dev, advice_for("training"), e)
+                break
             if bad is not None:
                 result.stop_exception = NonFiniteLossError(
                     f"{bad} at iteration {step + 1}: training stopped and kept the weights of iteration "
                     f"{step}. Lower the learning rate, use fp32, or check the CLIP weights and prompts.")
                 break
-            opt.step()
 
             result.steps_done = step + 1
-            result.losses.append(float(loss.item()))
+            result.losses.append(loss)
             result.layer_history.append(chosen)
-            preview = None
             last = step + 1 == settings.iterations
+            if on_snapshot is not None and snapshot_every and (step + 1) % snapshot_every == 0 and not last:
+                on_snapshot(step + 1, G_train, loss)
+            preview = None
             if prev_ws is not None and ((step + 1) % settings.preview_every == 0 or last):
                 preview = _preview(G_frozen, G_train, prev_ws)
             if progress is not None:
@@ -225,6 +214,44 @@ def adapt(source: Generator, guidance, settings: AdaptSettings, schedule: Freeze
         # Give the adapted generator its own mapping copy so it is a standalone network.
         G_train.mapping = copy.deepcopy(G_frozen.mapping)
     return result
+
+
+def _train_step(G_frozen, G_train, models, guidance, settings, schedule, cfg, k, params_of, params, opt, gen,
+                dev):
+    """One iteration. Returns (loss, W+ indices trained or None, None) or, when the loss or a
+    gradient is not finite, (nan, chosen, what went wrong) without updating the weights."""
+    ws, noises = _training_batch(G_frozen, settings, gen, dev)
+    chosen = None
+    if schedule.mode == "adaptive":
+        chosen, _ = adaptive_select(G_train, models, guidance.targets(), cfg, k, schedule.n_w,
+                                    schedule.n_i, schedule.selection_lr, gen)
+        active = set(trainable_layer_names(cfg, chosen))
+        for name, ps in params_of.items():
+            for p in ps:
+                p.requires_grad_(name in active)
+
+    with torch.no_grad():
+        img_frozen = G_frozen.synthesis(ws, noise_mode=settings.noise_mode, noises=noises)
+        emb_frozen = {key: m.encode_generator_images(img_frozen) for m, _, key in models}
+    img_train = G_train.synthesis(ws, noise_mode=settings.noise_mode, noises=noises)
+    loss = img_train.new_zeros([])
+    for m, weight, key in models:
+        emb = m.encode_generator_images(img_train)
+        if settings.lambda_direction:
+            loss = loss + weight * settings.lambda_direction * directional_loss(
+                emb, emb_frozen[key], guidance.direction(key))
+        if settings.lambda_global:
+            loss = loss + weight * settings.lambda_global * global_loss(emb, guidance.target(key))
+    opt.zero_grad(set_to_none=True)
+    value = float(loss.item())
+    if not math.isfinite(value):
+        return value, chosen, f"the loss became {value}"
+    loss.backward()
+    if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params):
+        opt.zero_grad(set_to_none=True)
+        return value, chosen, "the gradients became NaN/Inf"
+    opt.step()
+    return value, chosen, None
 
 
 def _labels(cfg, n, gen, dev):
