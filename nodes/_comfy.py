@@ -19,6 +19,14 @@ DIRECTION = "NADA_DIRECTION"
 SCHEDULE = "NADA_FREEZE_SCHEDULE"
 CATEGORY = "StyleGAN-NADA"
 
+#: Words every node of the pack is found by in ComfyUI's node search (plus its own).
+PACK_ALIASES = ("stylegan", "stylegan2", "gan", "nada", "stylegan-nada", "domain adaptation")
+
+
+def aliases(*own: str) -> list[str]:
+    """SEARCH_ALIASES of a node: its own words, then the pack's."""
+    return list(dict.fromkeys([*own, *PACK_ALIASES]))
+
 
 def folder_paths():
     import folder_paths as fp  # ComfyUI module
@@ -72,6 +80,23 @@ def first_folder(key: str) -> str:
 
 def output_dir() -> str:
     return folder_paths().get_output_directory()
+
+
+def input_dir() -> str:
+    return folder_paths().get_input_directory()
+
+
+def temp_dir() -> str:
+    return folder_paths().get_temp_directory()
+
+
+def intermediate_device() -> torch.device:
+    """Where ComfyUI keeps IMAGE tensors between nodes (the CPU unless --gpu-only)."""
+    try:
+        import comfy.model_management as mm
+        return mm.intermediate_device()
+    except (ImportError, AttributeError):
+        return torch.device("cpu")
 
 
 def torch_device(choice: str = "auto") -> torch.device:
@@ -141,11 +166,90 @@ class Progress:
 
 
 def send_message(event: str, data: dict) -> None:
-    """Custom websocket message to the front end (no-op outside ComfyUI)."""
+    """Custom websocket message to the browser that queued the running prompt (no-op outside
+    ComfyUI). ComfyUI sets ``PromptServer.instance.client_id`` to that client while a prompt
+    runs; other open browsers do not receive our messages."""
     try:
         from server import PromptServer
     except ImportError:
         return
     inst = getattr(PromptServer, "instance", None)
     if inst is not None:
-        inst.send_sync(event, data)
+        inst.send_sync(event, data, getattr(inst, "client_id", None))
+
+
+# ------------------------------------------------------------------ memory cooperation
+def make_room(bytes_needed: int, device) -> None:
+    """Ask ComfyUI to unload models other graphs left on ``device`` until about
+    ``bytes_needed`` are free (ComfyUI only manages its own models; ours are not in its list)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    free = getattr(mm, "free_memory", None)
+    if free is not None and bytes_needed > 0:
+        free(int(bytes_needed), torch.device(device))
+
+
+class heavy_work:
+    """``with heavy_work("Invert Image", device, bytes, "inversion"):`` makes room first, turns an
+    out-of-memory error into :class:`nada_ops.memory.OutOfMemory` (what to change), and gives
+    cached memory back to the device afterwards so the next prompt starts clean."""
+
+    def __init__(self, what: str, device, bytes_needed: int = 0, job: str = ""):
+        self.what, self.device, self.bytes, self.job = what, device, bytes_needed, job
+
+    def __enter__(self):
+        make_room(self.bytes, self.device)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        from ..nada_ops.memory import OutOfMemory, advice_for, is_out_of_memory
+        if exc is not None and is_out_of_memory(exc) and not isinstance(exc, OutOfMemory):
+            err = OutOfMemory(self.what, self.device, advice_for(self.job), exc)
+            # Drop the failed frames (and the tensors they hold) before the error travels up
+            # to ComfyUI, so the memory is really released for the next prompt.
+            exc.__traceback__ = None
+            del tb
+            soft_empty_cache()
+            raise err from None
+        soft_empty_cache()
+        return False
+
+
+# ------------------------------------------------------------------ video
+def video_from_file(path: str):
+    """ComfyUI's VIDEO value for a file (comfy_api's VideoFromFile); None without comfy_api."""
+    try:
+        from comfy_api.latest import InputImpl
+        return InputImpl.VideoFromFile(path)
+    except ImportError:
+        pass
+    try:
+        from comfy_api.input_impl import VideoFromFile
+        return VideoFromFile(path)
+    except ImportError:
+        return None
+
+
+def metadata_disabled() -> bool:
+    try:
+        from comfy.cli_args import args
+        return bool(getattr(args, "disable_metadata", False))
+    except ImportError:
+        return False
+
+
+def workflow_metadata(prompt=None, extra_pnginfo=None) -> dict:
+    """What core Save Video embeds in a file: the workflow (extra_pnginfo) and the prompt, as JSON
+    strings; empty when ComfyUI runs with --disable-metadata."""
+    import json
+    if metadata_disabled():
+        return {}
+    out = {}
+    if isinstance(extra_pnginfo, dict):
+        for k, v in extra_pnginfo.items():
+            out[str(k)] = v if isinstance(v, str) else json.dumps(v)
+    if prompt is not None:
+        out["prompt"] = prompt if isinstance(prompt, str) else json.dumps(prompt)
+    return out

@@ -1,11 +1,14 @@
 """Nodes: load CLIP, make a CLIP direction, choose the layer schedule, adapt a generator."""
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
 
 from . import _comfy as C
+
+log = logging.getLogger("stylegan_nada")
 
 CLIP_ARCHS = ["ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "RN50", "RN101", "RN50x4", "none"]
 AUTO_WEIGHTS = "auto"
@@ -187,11 +190,19 @@ class ManualSchedule:
 class NADAAdaptGenerator:
     DESCRIPTION = ("Train a copy of the generator towards the CLIP direction (StyleGAN-NADA). Both generators get "
                    "the same latents, style-mixing and noise; mapping, style affines and ToRGB stay frozen. "
-                   "Watch the preview (top row: source, bottom: adapted). Cancel stops within one iteration; "
-                   "what was trained so far is saved to models/stylegan/nada-partial/ so it can be loaded.")
+                   "The panel on the node shows the loss curve, ETA and the latest preview (top row: source, "
+                   "bottom: adapted). save_every keeps intermediate generators (the paper: train long, pick the "
+                   "best). Cancel stops within one iteration; what was trained so far is saved to "
+                   "models/stylegan/nada-partial/ so it can be loaded.")
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.GENERATOR, "IMAGE", "STRING")
     RETURN_NAMES = ("generator", "preview", "log")
+    OUTPUT_TOOLTIPS = ("The adapted generator (same latent space as the source: the same latents give the same "
+                       "identity in the new domain).",
+                       "The last preview grid: top row the source, bottom row the adapted generator.",
+                       "Iterations, time and final loss of the run.")
+    SEARCH_ALIASES = C.aliases("train", "adapt", "fine-tune", "finetune", "clip guided", "text guided",
+                               "zero-shot", "few-shot")
     FUNCTION = "adapt"
 
     @classmethod
@@ -221,11 +232,16 @@ class NADAAdaptGenerator:
                                         "tooltip": "Ablation: add the global CLIP loss (adversarial alone)."}),
             "training_noise": (["random", "const"], {"default": "random",
                                "tooltip": "Per-pixel noise during training (the same for both generators)."}),
+            "save_every": ("INT", {"default": 0, "min": 0, "max": 100000,
+                                   "tooltip": "Save the generator every N iterations into models/stylegan/"
+                                              "nada-snapshots/<run>/ (0 = off). Snapshots are listed in Load "
+                                              "StyleGAN and kept when the run stops early."}),
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     def adapt(self, generator, clip, direction, iterations, batch_size, learning_rate, mixing_prob, seed,
               preview_every, schedule=None, reference_lr_scale=False, lambda_global=0.0, training_noise="random",
-              unique_id=None):
+              save_every=0, unique_id=None):
+        from ..nada_ops.memory import training_bytes
         from ..nada_ops.nada.guidance import guidance_from
         from ..nada_ops.nada.schedule import FreezeSchedule
         from ..nada_ops.nada.trainer import AdaptSettings, adapt
@@ -244,6 +260,7 @@ class NADAAdaptGenerator:
         bar = C.Progress(iterations)
         rep = TrainingReporter(unique_id, iterations, cfg.num_ws, settings.to_dict())
         last_preview = {"img": None}
+        snapshots = Snapshots(generator, direction, settings, schedule, guidance, rep, save_every)
 
         def progress(info):
             pil = None
@@ -251,25 +268,39 @@ class NADAAdaptGenerator:
                 last_preview["img"] = info.preview
                 pil = _to_pil(make_grid(info.preview, cols=info.preview.shape[0] // 2))
             rep.step(info.step, info.loss, info.seconds, info.layers, pil)
-            bar(info.step, info.total, pil)
+            bar(info.step, info.total)   # the preview is shown by the node's panel, not twice
 
+        device = generator.device
+        C.make_room(training_bytes(cfg, batch_size, [m for m, _, _ in guidance.models()],
+                                   adaptive_codes=schedule.n_w if schedule.mode == "adaptive" else 0), device)
         try:
-            result = adapt(generator.G, guidance, settings, schedule, progress=progress)
+            result = adapt(generator.G, guidance, settings, schedule, progress=progress,
+                           snapshot_every=save_every, on_snapshot=snapshots)
         except BaseException as e:
             rep.end("error", 0, str(e))
+            C.soft_empty_cache()
             raise
         entry = result.history_entry(direction.provenance, settings, schedule, list(guidance_keys(guidance)))
         handle = generator.derive(result.G, name=f"{generator.name}-nada", history_entry=entry)
         if result.stop_exception is not None:
-            saved = ""
-            if result.steps_done > 0:
-                saved = _save_partial(handle, result.steps_done)
+            C.soft_empty_cache()
+            saved = _save_partial(handle, result.steps_done) if result.steps_done > 0 else ""
             status = "interrupted" if result.interrupted else "error"
-            rep.end(status, result.steps_done, f"partial generator saved to {saved}" if saved else "")
             exc = result.stop_exception
-            if saved and not result.interrupted:
-                raise RuntimeError(f"{exc} The {result.steps_done} iterations trained so far were saved to "
-                                   f"{saved}.") from exc
+            kept = (f"The {result.steps_done} iterations trained so far were saved to models/stylegan/{saved} "
+                    "(Load StyleGAN lists it)." if saved else "")
+            if snapshots.files:
+                kept += f" Snapshots: {', '.join(snapshots.files)}."
+            if saved:
+                log.warning("Adapt Generator (node %s) stopped at iteration %d/%d (%s): partial generator saved "
+                            "to %s", unique_id, result.steps_done, iterations, status,
+                            os.path.join(C.first_folder(C.STYLEGAN_FOLDER), saved))
+            if result.interrupted:
+                rep.end(status, result.steps_done, kept or "cancelled", saved=saved)
+                raise exc
+            if kept and exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"{exc.args[0]} {kept}",) + exc.args[1:]   # our own error object: say what was kept
+            rep.end(status, result.steps_done, str(exc), saved=saved)
             raise exc
         rep.end("done", result.steps_done)
         C.soft_empty_cache()
@@ -278,9 +309,45 @@ class NADAAdaptGenerator:
             preview = torch.zeros(2, 3, cfg.img_resolution, cfg.img_resolution)
         cols = preview.shape[0] // 2
         grid = make_grid(preview, cols=cols)[None]
-        log = (f"{result.steps_done} iterations in {result.seconds:.1f}s, final loss "
-               f"{result.losses[-1]:.4f}" if result.losses else "no iterations")
-        return (handle, to_comfy_image(grid), log)
+        log_text = (f"{result.steps_done} iterations in {result.seconds:.1f}s, final loss "
+                    f"{result.losses[-1]:.4f}" if result.losses else "no iterations")
+        if snapshots.files:
+            log_text += "\nsnapshots: " + ", ".join(snapshots.files)
+        return (handle, to_comfy_image(grid).to(C.intermediate_device()), log_text)
+
+
+class Snapshots:
+    """Saves the live training generator every N iterations (called by the trainer) into
+    models/stylegan/nada-snapshots/<source>-<target>-<run>/step<N>.safetensors."""
+
+    def __init__(self, generator, direction, settings, schedule, guidance, reporter, every: int):
+        self.generator, self.direction, self.settings = generator, direction, settings
+        self.schedule, self.guidance, self.rep, self.every = schedule, guidance, reporter, int(every or 0)
+        self.files: list[str] = []
+        target = direction.provenance.get("target") or direction.provenance.get("kind", "images")
+        self.folder = f"nada-snapshots/{generator.name}-{_slug(str(target))}-{reporter.run[:6]}"
+
+    def __call__(self, step, G_train, loss):
+        from ..nada_ops.stylegan.io import save_generator
+        try:
+            root = C.first_folder(C.STYLEGAN_FOLDER)
+        except (ImportError, KeyError, RuntimeError):
+            return
+        entry = {"op": "nada_adapt", "direction": self.direction.provenance,
+                 "clip_models": guidance_keys(self.guidance), "settings": self.settings.to_dict(),
+                 "schedule": self.schedule.to_dict(), "iterations_done": int(step), "interrupted": False,
+                 "final_loss": float(loss), "snapshot": True}
+        handle = self.generator.derive(G_train, name=f"{self.generator.name}-nada-step{step}", history_entry=entry)
+        rel = f"{self.folder}/step{int(step):06d}.safetensors"
+        save_generator(handle, os.path.join(root, *rel.split("/")))
+        self.files.append(rel)
+        self.rep.snapshot(step, loss, rel)
+
+
+def _slug(text: str, limit: int = 32) -> str:
+    import re
+    s = re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+    return (s or "target")[:limit]
 
 
 def guidance_keys(guidance):
@@ -294,7 +361,8 @@ def _to_pil(grid):
 
 
 def _save_partial(handle, steps) -> str:
-    """Keep what was trained: models/stylegan/nada-partial/<name>_step<N>_xxxxx.safetensors."""
+    """Keep what was trained: models/stylegan/nada-partial/<name>_step<N>_xxxxx.safetensors.
+    Returns the path relative to models/stylegan ("" when there is no models folder)."""
     from ..nada_ops.stylegan.io import save_generator
     from .generator import unique_path
     try:
@@ -303,7 +371,7 @@ def _save_partial(handle, steps) -> str:
         return ""
     path = unique_path(folder, f"nada-partial/{handle.name}_step{steps}", ".safetensors")
     save_generator(handle, path)
-    return path
+    return os.path.relpath(path, folder).replace(os.sep, "/")
 
 
 NODE_CLASS_MAPPINGS = {

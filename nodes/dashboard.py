@@ -5,11 +5,15 @@ Messages (websocket, via PromptServer.send_sync), all keyed by the node id:
 - ``nada.train.progress``: {node, run, step, total, loss, elapsed, eta, layers, num_ws,
   preview (data URL of a JPEG, only on preview steps)}; throttled to MIN_INTERVAL seconds
   except preview steps and the last step.
-- ``nada.train.end``: {node, run, status ('done' | 'interrupted' | 'error'), steps, message}
+- ``nada.train.snapshot``: {node, run, step, loss, file} (a generator saved during training;
+  ``file`` relative to models/stylegan, loadable with Load StyleGAN)
+- ``nada.train.end``: {node, run, status ('done' | 'interrupted' | 'error'), steps, message, saved}
+  (``saved``: the partial generator kept by a stopped run, relative to models/stylegan, or "")
 The history of the latest run per node is kept in memory and served at
 ``GET /nada/train/{node}`` so a reloaded page can redraw what happened so far
 ({node, run, total, num_ws, status, message, settings, points: [[step, loss]], layers: [list | None]
-per point, preview, step, elapsed}).
+per point, preview, step, elapsed, snapshots}); a node without a recorded run answers 200 with
+``{node, run: null, status: 'idle'}``.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ _lock = threading.Lock()
 def history(node_id: str) -> dict | None:
     with _lock:
         h = _history.get(str(node_id))
-        return None if h is None else {**h, "points": list(h["points"]), "layers": list(h["layers"])}
+        return None if h is None else {**h, "points": list(h["points"]), "layers": list(h["layers"]),
+                                       "snapshots": list(h["snapshots"])}
 
 
 def _jpeg_data_url(pil_image, max_side=512) -> str:
@@ -54,7 +59,7 @@ class TrainingReporter:
         with _lock:
             _history[self.node] = {"node": self.node, "run": self.run, "total": self.total, "num_ws": self.num_ws,
                                    "status": "running", "points": [], "layers": [], "preview": None,
-                                   "settings": settings or {}}
+                                   "settings": settings or {}, "snapshots": [], "saved": ""}
         C.send_message("nada.train.start", {"node": self.node, "run": self.run, "total": self.total,
                                             "num_ws": self.num_ws, "settings": settings or {}})
 
@@ -82,14 +87,23 @@ class TrainingReporter:
             "num_ws": self.num_ws, "preview": preview})
         return True
 
-    def end(self, status: str, steps: int, message: str = "") -> None:
+    def snapshot(self, step: int, loss: float, file: str) -> None:
+        entry = {"step": int(step), "loss": float(loss), "file": str(file)}
+        with _lock:
+            h = _history.get(self.node)
+            if h is not None and h["run"] == self.run:
+                h["snapshots"].append(entry)
+        C.send_message("nada.train.snapshot", {"node": self.node, "run": self.run, **entry})
+
+    def end(self, status: str, steps: int, message: str = "", saved: str = "") -> None:
         with _lock:
             h = _history.get(self.node)
             if h is not None and h["run"] == self.run:
                 h["status"] = status
                 h["message"] = message
+                h["saved"] = saved
         C.send_message("nada.train.end", {"node": self.node, "run": self.run, "status": status, "steps": steps,
-                                          "message": message})
+                                          "message": message, "saved": saved})
 
 
 # ------------------------------------------------------------------ t preview (model blending)
@@ -176,10 +190,11 @@ def register_routes() -> None:
 
     @inst.routes.get("/nada/train/{node}")
     async def _get_history(request):
-        h = history(request.match_info["node"])
-        if h is None:
-            return web.json_response({"error": "no training run recorded for this node"}, status=404)
-        return web.json_response(h)
+        # "No run yet" is the normal state of a freshly loaded workflow: a 200 with run=null
+        # (browsers log every non-2xx answer as a console error).
+        node = request.match_info["node"]
+        h = history(node)
+        return web.json_response(h if h is not None else {"node": str(node), "run": None, "status": "idle"})
 
     @inst.routes.post("/nada/blend_preview/{node}")
     async def _blend_preview(request):
@@ -195,8 +210,8 @@ def register_routes() -> None:
             return web.json_response({"error": f"bad request: {e}"}, status=400)
         try:
             out = await asyncio.get_running_loop().run_in_executor(None, job)
-        except LookupError as e:
-            return web.json_response({"error": str(e)}, status=404)
+        except LookupError as e:   # not run yet / models gone: a normal state, not an HTTP error
+            return web.json_response({"node": request.match_info["node"], "frames": [], "message": str(e)})
         except Exception as e:  # a preview must never take the server down
             return web.json_response({"error": f"{type(e).__name__}: {e}"}, status=500)
         return web.json_response(out)

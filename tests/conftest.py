@@ -66,8 +66,13 @@ class FakeComfy:
         self.output = base / "output"
         self.models_dir.mkdir(parents=True, exist_ok=True)
         self.output.mkdir(parents=True, exist_ok=True)
+        self.input = base / "input"
+        self.input.mkdir(parents=True, exist_ok=True)
         self.progress: list = []
         self.messages: list = []
+        self.message_sids: list = []
+        self.freed: list = []          # (bytes, device) asked of comfy.model_management.free_memory
+        self.empty_cache_calls = 0
         self.interrupt = False
 
     def install(self, monkeypatch):
@@ -111,6 +116,7 @@ class FakeComfy:
 
         fp.get_full_path = get_full_path
         fp.get_output_directory = lambda: str(self.output)
+        fp.get_input_directory = lambda: str(self.input)
         fp.get_temp_directory = lambda: str(self.base / "temp")
         monkeypatch.setitem(sys.modules, "folder_paths", fp)
 
@@ -130,7 +136,17 @@ class FakeComfy:
         mm.InterruptProcessingException = InterruptProcessingException
         mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
         mm.get_torch_device = lambda: torch.device("cpu")
-        mm.soft_empty_cache = lambda *a, **k: None
+        mm.intermediate_device = lambda: torch.device("cpu")
+        mm.OOM_EXCEPTION = torch.OutOfMemoryError
+
+        def soft_empty_cache(*a, **k):
+            fake.empty_cache_calls += 1
+
+        def free_memory(memory_required, device, keep_loaded=()):
+            fake.freed.append((memory_required, torch.device(device)))
+
+        mm.soft_empty_cache = soft_empty_cache
+        mm.free_memory = free_memory
         utils = types.ModuleType("comfy.utils")
 
         class ProgressBar:
@@ -153,8 +169,11 @@ class FakeComfy:
             instance = None
 
         class _Inst:
+            client_id = "client-A"       # ComfyUI sets this to the client of the running prompt
+
             def send_sync(self, event, data, sid=None):
                 fake.messages.append((event, data))
+                fake.message_sids.append(sid)
 
         PromptServer.instance = _Inst()
         server.PromptServer = PromptServer

@@ -45,8 +45,11 @@ def test_adapt_node_in_inference_mode(setup):
     hist = out_gen.provenance["history"][-1]
     assert hist["op"] == "nada_adapt" and hist["direction"]["target"] == "pencil sketch"
     assert hist["settings"]["iterations"] == 4 and hist["schedule"]["mode"] == "adaptive"
-    # progress + previews on the node, websocket messages for the dashboard
-    assert any(p[2] is not None for p in comfy.progress)
+    # progress on the node; the preview goes to the node's panel only (not twice on the node)
+    assert comfy.progress and all(p[2] is None for p in comfy.progress)
+    assert any(d.get("preview") for e, d in comfy.messages if e == "nada.train.progress")
+    assert set(comfy.message_sids) == {"client-A"}      # only the browser that queued the prompt
+    assert comfy.freed and comfy.freed[0][0] > 0         # asked ComfyUI to make room first
     events = [e for e, _ in comfy.messages]
     assert events[0] == "nada.train.start" and events[-1] == "nada.train.end"
     prog = [d for e, d in comfy.messages if e == "nada.train.progress"]
@@ -152,3 +155,69 @@ def test_clip_for_autograd_leaves_no_inference_tensor():
     (m2.encode_generator_images(x).sum() + m2.encode_text(["a photo"]).sum()).backward()
     assert x.grad is not None
     assert m2.for_autograd() is m2
+
+
+def test_snapshots_are_saved_listed_and_reported(setup):
+    comfy, m, gen, clip, direction = setup
+    with torch.inference_mode():
+        out, _, log = m["NADAAdaptGenerator"]().adapt(gen, clip, direction, 5, 2, 0.002, 0.0, 0, 0,
+                                                      save_every=2, unique_id="31")
+    h = _pack_mod(comfy, "nodes.dashboard").history("31")
+    files = [s["file"] for s in h["snapshots"]]
+    assert [s["step"] for s in h["snapshots"]] == [2, 4] and all(f.startswith("nada-snapshots/") for f in files)
+    assert "snapshots:" in log and files[0] in log
+    listed = m["NADALoadStyleGAN"].INPUT_TYPES()["required"]["model"][0]
+    assert set(files) <= set(listed)                  # Load StyleGAN offers them
+    (snap, _) = m["NADALoadStyleGAN"]().load(files[1], "cpu", "fp32")
+    hist = snap.provenance["history"][-1]
+    assert hist["iterations_done"] == 4 and hist["snapshot"] is True
+    assert any(e == "nada.train.snapshot" for e, _ in comfy.messages)
+
+
+def test_cancel_names_the_saved_file_in_panel_and_log(setup, caplog):
+    comfy, m, gen, clip, direction = setup
+    calls = {"n": 0}
+    orig = comfy.mm.throw_exception_if_processing_interrupted
+
+    def interrupt_on_second():
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise comfy.mm.InterruptProcessingException()
+
+    comfy.mm.throw_exception_if_processing_interrupted = interrupt_on_second
+    try:
+        with torch.inference_mode(), pytest.raises(comfy.mm.InterruptProcessingException), \
+                caplog.at_level("WARNING"):
+            m["NADAAdaptGenerator"]().adapt(gen, clip, direction, 50, 2, 0.002, 0.0, 0, 0, unique_id="12")
+    finally:
+        comfy.mm.throw_exception_if_processing_interrupted = orig
+    h = _pack_mod(comfy, "nodes.dashboard").history("12")
+    assert h["status"] == "interrupted" and h["saved"].startswith("nada-partial/")
+    assert h["saved"] in h["message"]
+    end = [d for e, d in comfy.messages if e == "nada.train.end"][-1]
+    assert end["saved"] == h["saved"]
+    assert any(h["saved"].split("/")[-1] in r.getMessage() for r in caplog.records)   # the server log names it
+
+
+def test_out_of_memory_in_training_keeps_work_and_says_what_to_change(setup, monkeypatch):
+    comfy, m, gen, clip, direction = setup
+    import importlib
+    T = importlib.import_module(f"{comfy.pack.__name__}.nada_ops.nada.trainer")
+    real = T._train_step
+    calls = {"n": 0}
+
+    def failing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return real(*a, **k)
+
+    monkeypatch.setattr(T, "_train_step", failing)
+    with torch.inference_mode(), pytest.raises(RuntimeError) as ei:
+        m["NADAAdaptGenerator"]().adapt(gen, clip, direction, 10, 2, 0.002, 0.0, 0, 0, unique_id="13")
+    msg = str(ei.value)
+    assert "out of memory" in msg and "batch_size" in msg and "nada-partial/" in msg
+    assert "iterations trained so far" in msg
+    assert comfy.empty_cache_calls > 0
+    h = _pack_mod(comfy, "nodes.dashboard").history("13")
+    assert h["status"] == "error" and h["saved"]

@@ -131,6 +131,12 @@ class BlendPreview {
 
   show(res, args) {
     if (this.disposed) return;
+    if (!res.frames?.length) {   // the node has not run yet (or its models left the cache)
+      this.msg.classList.add("err");
+      this.msg.textContent = res.message || "nothing to preview yet";
+      this.root.dataset.error = this.msg.textContent;
+      return;
+    }
     this.view.replaceChildren();
     this.view.classList.toggle("strip", res.frames.length > 1);
     for (const f of res.frames) {

@@ -137,8 +137,8 @@ class Panel {
     this.abort = ctrl;
     try {
       const res = await api.fetchApi(`/nada/train/${encodeURIComponent(this.key)}`, { signal: ctrl.signal, cache: "no-store" });
-      if (!res.ok) return;   // 404: no run recorded for this node (yet)
-      const hist = await res.json();
+      if (!res.ok) return;
+      const hist = await res.json();   // {run: null} when this node has not trained yet
       if (this.disposed || ctrl.signal.aborted) return;
       const before = this.state;
       this.state = applyHistory(this.state, hist);
