@@ -291,3 +291,22 @@ test("latest-only requester: one in flight, the last queued wins, dispose stops 
   assert.equal(results.length, 3);         // no callback after dispose
   assert.equal(r.request(5), false);
 });
+
+test("snapshots arrive live, survive a reload through the history, and an idle history changes nothing", () => {
+  let s = run([[EVENTS.start, start()], [EVENTS.progress, prog(2)],
+    [EVENTS.snapshot, { node: "5", run: "r1", step: 2, loss: 0.5, file: "nada-snapshots/x/step000002.safetensors" }],
+    [EVENTS.snapshot, { node: "5", run: "old", step: 4, loss: 0.4, file: "other" }]]);
+  assert.deepEqual(s.snapshots.map((x) => x.step), [2]);
+  s = reduce(s, EVENTS.end, { node: "5", run: "r1", status: "interrupted", steps: 3, message: "kept",
+    saved: "nada-partial/x_step3_00001.safetensors" });
+  assert.equal(s.saved, "nada-partial/x_step3_00001.safetensors");
+  const reloaded = applyHistory(initialState(), {
+    node: "5", run: "r1", total: 10, num_ws: 8, status: "interrupted", points: [[1, 0.9], [2, 0.8], [3, 0.7]],
+    layers: [], snapshots: [{ step: 2, loss: 0.8, file: "nada-snapshots/x/step000002.safetensors" }, { bad: 1 }],
+    saved: "nada-partial/x_step3_00001.safetensors", step: 3,
+  });
+  assert.deepEqual(reloaded.snapshots, [{ step: 2, loss: 0.8, file: "nada-snapshots/x/step000002.safetensors" }]);
+  assert.equal(reloaded.saved, "nada-partial/x_step3_00001.safetensors");
+  const idle = initialState();
+  assert.equal(applyHistory(idle, { node: "5", run: null, status: "idle" }), idle);
+});

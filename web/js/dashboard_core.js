@@ -4,9 +4,11 @@
 // Messages from the backend (nodes/dashboard.py), all keyed by the node id:
 //   nada.train.start    {node, run, total, num_ws, settings}
 //   nada.train.progress {node, run, step, total, loss, elapsed, eta, layers, num_ws, preview?}
-//   nada.train.end      {node, run, status: done|interrupted|error, steps, message}
+//   nada.train.snapshot {node, run, step, loss, file}   (a generator saved during training)
+//   nada.train.end      {node, run, status: done|interrupted|error, steps, message, saved}
 // History of the latest run: GET /nada/train/{node}
-//   {node, run, total, num_ws, status, points: [[step, loss]], layers: [list|null], preview, settings, step}
+//   {node, run, total, num_ws, status, points: [[step, loss]], layers: [list|null], preview, settings, step,
+//    snapshots: [{step, loss, file}], saved}  -- or {node, run: null, status: "idle"} before the first run
 //
 // Progress messages are throttled by the backend (a few per second), so the reducer never assumes
 // consecutive steps; the history fills the gaps after a page reload and when a run ends.
@@ -14,6 +16,7 @@
 export const EVENTS = Object.freeze({
   start: "nada.train.start",
   progress: "nada.train.progress",
+  snapshot: "nada.train.snapshot",
   end: "nada.train.end",
 });
 
@@ -35,6 +38,8 @@ export function initialState() {
     preview: null,      // data URL of the latest preview grid
     settings: {},
     message: "",
+    snapshots: [],      // [{step, loss, file}] generators saved during the run (save_every)
+    saved: "",          // the partial generator kept by a run that stopped early
     endedRuns: [],      // runs known to be over (late messages of those are ignored)
     version: 0,         // bumped on every change (cheap "needs redraw" check)
   };
@@ -119,6 +124,14 @@ export function reduce(state, type, msg) {
     s.version = state.version + 1;
     return s;
   }
+  if (type === EVENTS.snapshot || type === "snapshot") {
+    if (run === null || run !== state.run || typeof msg.file !== "string") return state;
+    const step = num(msg.step, 0);
+    const snapshots = state.snapshots.filter((x) => x.step !== step);
+    snapshots.push({ step, loss: num(msg.loss), file: msg.file });
+    snapshots.sort((a, b) => a.step - b.step);
+    return { ...state, snapshots, version: state.version + 1 };
+  }
   if (type === EVENTS.end || type === "end") {
     const ended = run !== null && !state.endedRuns.includes(run)
       ? [...state.endedRuns.slice(-19), run] : state.endedRuns;
@@ -134,11 +147,20 @@ export function reduce(state, type, msg) {
       step: status === "error" && steps === 0 ? state.step : Math.max(state.step, steps),
       eta: status === "done" ? 0 : null,
       message: msg.message || "",
+      saved: typeof msg.saved === "string" ? msg.saved : state.saved,
       endedRuns: ended,
       version: state.version + 1,
     };
   }
   return state;
+}
+
+/** Snapshots from a served history: well-formed entries only, sorted by step. */
+function historySnapshots(list) {
+  if (!Array.isArray(list)) return null;
+  return list.filter((x) => x && typeof x.file === "string" && num(x.step) !== null)
+    .map((x) => ({ step: num(x.step), loss: num(x.loss), file: x.file }))
+    .sort((a, b) => a.step - b.step);
 }
 
 /**
@@ -181,6 +203,8 @@ export function applyHistory(state, hist) {
     points: capPoints(points),
     layers: capPoints(layers),
     preview: base.preview || hist.preview || null,
+    snapshots: historySnapshots(hist.snapshots) ?? base.snapshots,
+    saved: typeof hist.saved === "string" && hist.saved ? hist.saved : base.saved,
     version: state.version + 1,
   };
   if (histStep > out.step || (out.elapsed === null && histStep === out.step)) {

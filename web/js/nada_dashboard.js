@@ -58,7 +58,13 @@ function injectStyle() {
 .nada-dash .nada-caption { font-size:9px; opacity:.75; }
 .nada-dash .nada-preview { flex:1 1 auto; min-height:110px; display:flex; align-items:center; justify-content:center; }
 .nada-dash .nada-preview img { max-width:100%; max-height:100%; object-fit:contain; border-radius:3px; display:none; }
-.nada-dash .nada-message { color:#e5534b; font-size:10px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; }
+.nada-dash .nada-message { color:#e5534b; font-size:10px; white-space:normal; overflow-wrap:anywhere; max-height:4.2em; overflow:auto; flex:none; }
+.nada-dash .nada-message.kept { color:var(--input-text,#ddd); }
+.nada-dash .nada-snaps { font-size:10px; opacity:.85; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; flex:none; display:none; }
+.nada-dash .nada-snaps.on { display:block; }
+.nada-dash[data-status=idle] .nada-bar, .nada-dash[data-status=idle] .nada-curve,
+.nada-dash[data-status=idle] .nada-preview { display:none; }
+.nada-dash[data-status=idle] { height:auto; }
 `;
   document.head.appendChild(s);
 }
@@ -113,6 +119,7 @@ class Panel {
     this.previewWrap = el("div", "nada-preview", root);
     this.img = el("img", null, this.previewWrap);
     this.img.alt = "latest preview: top row source, bottom row adapted";
+    this.snapsEl = el("div", "nada-snaps", root);
     this.msgEl = el("div", "nada-message", root);
   }
 
@@ -170,8 +177,25 @@ class Panel {
     this.drawHeat();
     if (s.preview && this.img.getAttribute("src") !== s.preview) this.img.src = s.preview;
     this.img.style.display = s.preview ? "block" : "none";
-    this.msgEl.textContent = s.status === "error" || s.status === "interrupted" ? (s.message || s.status) : "";
+    const stopped = s.status === "error" || s.status === "interrupted";
+    this.msgEl.textContent = stopped ? (s.message || s.status) : "";
+    this.msgEl.classList.toggle("kept", s.status === "interrupted");
+    this.msgEl.title = s.saved ? `models/stylegan/${s.saved}` : "";
+    const snaps = s.snapshots || [];
+    this.snapsEl.classList.toggle("on", snaps.length > 0);
+    this.snapsEl.textContent = snaps.length
+      ? `snapshots (Load StyleGAN): ${snaps.map((x) => x.step).join(", ")}` : "";
+    this.snapsEl.title = snaps.map((x) => `step ${x.step}, loss ${formatLoss(x.loss)}: models/stylegan/${x.file}`).join("\n");
+    if (s.status !== "idle" && !this.grown) this.grow();
     this.node.setDirtyCanvas?.(true, false);
+  }
+
+  /** A fresh node is compact (no run yet); the first run makes room for the curve and preview. */
+  grow() {
+    this.grown = true;
+    const node = this.node;
+    const need = node.computeSize?.();
+    if (need && node.size && node.size[1] < need[1]) node.setSize?.([node.size[0], need[1]]);
   }
 
   drawHeat() {
@@ -248,11 +272,12 @@ function attach(node) {
   const widget = node.addDOMWidget(WIDGET_NAME, "nada_dashboard", panel.root, {
     serialize: false,          // not part of widgets_values
     hideOnZoom: false,
-    getMinHeight: () => 380,
+    // compact until there is something to show (a status line), room for curve + preview after
+    getMinHeight: () => (panel.state.status === "idle" ? 34 : 300),
   });
   widget.serialize = false;
   panel.widget = widget;
-  const minW = 400;
+  const minW = 360;
   if (node.size && node.size[0] < minW) node.setSize?.([minW, node.size[1]]);
   return panel;
 }
@@ -263,6 +288,7 @@ app.registerExtension({
   setup() {
     api.addEventListener(EVENTS.start, onMessage(EVENTS.start));
     api.addEventListener(EVENTS.progress, onMessage(EVENTS.progress));
+    api.addEventListener(EVENTS.snapshot, onMessage(EVENTS.snapshot));
     api.addEventListener(EVENTS.end, onMessage(EVENTS.end));
     // After a reconnect (e.g. the server restarted or the tab slept), catch up from the history.
     api.addEventListener("reconnected", () => {
