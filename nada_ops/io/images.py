@@ -109,3 +109,60 @@ def read_image(path, max_side: int | None = None, max_pixels: int | None = None)
 def image_to_array(im) -> np.ndarray:
     """RGB PIL image -> float32 HWC array in [0, 1]."""
     return np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
+
+
+#: Most files :func:`load_image_batch` reads at once (a few-shot style needs 1-20).
+MAX_BATCH_FILES = 256
+
+
+def list_image_files(folder) -> list[str]:
+    """Image files directly in ``folder`` (sorted by name; hidden and temporary files skipped)."""
+    f = os.fspath(folder)
+    try:
+        names = sorted(os.listdir(f))
+    except OSError as e:
+        raise ImageFileError(f, f"cannot list the folder ({e.strerror or e})") from None
+    return [os.path.join(f, n) for n in names
+            if not n.startswith(".") and n.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(f, n))]
+
+
+def square_crop(im, size: int, crop: str = "center"):
+    """``crop='center'``: scale the short side to ``size`` and cut the middle square;
+    ``'pad'``: fit the whole image and pad with white; ``'stretch'``: resize to size x size."""
+    from PIL import Image
+    w, h = im.size
+    if crop == "stretch":
+        return im.resize((size, size), Image.Resampling.LANCZOS)
+    if crop == "pad":
+        s = size / max(w, h)
+        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
+        out = Image.new("RGB", (size, size), (255, 255, 255))
+        out.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
+        return out
+    if crop != "center":
+        raise ValueError(f"crop must be 'center', 'pad' or 'stretch', got {crop!r}")
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    im = im.resize((nw, nh), Image.Resampling.LANCZOS)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def load_image_batch(paths, size: int, crop: str = "center", max_files: int = MAX_BATCH_FILES):
+    """Image files -> float32 array [N, size, size, 3] in [0, 1] (ComfyUI's IMAGE layout).
+
+    Each file is decoded no larger than needed (:func:`read_image` with ``max_side``), then
+    made square (:func:`square_crop`)."""
+    paths = list(paths)
+    if not paths:
+        raise ValueError("no image files given")
+    if len(paths) > max_files:
+        raise ValueError(f"{len(paths)} image files given; at most {max_files} are read at once")
+    size = int(size)
+    if not 8 <= size <= 4096:
+        raise ValueError(f"image size must be in 8..4096, got {size}")
+    out = np.empty((len(paths), size, size, 3), dtype=np.float32)
+    for i, p in enumerate(paths):
+        im = read_image(p, max_side=size)   # short side >= size: enough for every crop mode
+        out[i] = image_to_array(square_crop(im, size, crop))
+    return out
