@@ -293,10 +293,12 @@ class Mp4Writer(_AtomicWriter):
 
     suffix = ".mp4"
 
-    def __init__(self, path, fps: float = 24, crf: int = 18, preset: str = "medium"):
+    def __init__(self, path, fps: float = 24, crf: int = 18, preset: str = "medium",
+                 metadata: dict | None = None):
         super().__init__(path, fps)
         self.crf = int(crf)
         self.preset = preset
+        self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
         self._container = None
         self._stream = None
 
@@ -304,7 +306,11 @@ class Mp4Writer(_AtomicWriter):
         import av
         from fractions import Fraction
         rate = Fraction(self.fps).limit_denominator(1001)
-        self._container = av.open(self.tmp, mode="w", format="mp4", options={"movflags": "faststart"})
+        # use_metadata_tags: keep arbitrary keys (e.g. ComfyUI's 'workflow' and 'prompt') in the file
+        self._container = av.open(self.tmp, mode="w", format="mp4",
+                                  options={"movflags": "faststart+use_metadata_tags"})
+        for k, v in self.metadata.items():
+            self._container.metadata[k] = v
         st = self._container.add_stream("libx264", rate=rate)
         st.width, st.height = w, h
         st.pix_fmt = "yuv420p"
@@ -493,12 +499,14 @@ class WebpWriter(_AtomicWriter):
             self._container = None
 
 
-def open_writer(path, fps: float = 24, quality: int | None = None, loop: int = 0):
+def open_writer(path, fps: float = 24, quality: int | None = None, loop: int = 0, metadata: dict | None = None):
     """Writer for ``path`` by extension (.mp4 / .webp / .gif).  ``quality``: CRF for MP4
-    (lower = better, default 18), 0-100 for WebP (default 90); ignored for GIF."""
+    (lower = better, default 18), 0-100 for WebP (default 90); ignored for GIF.
+    ``metadata``: string key/values stored in the MP4 container (ComfyUI embeds the workflow
+    this way); ignored for WebP and GIF."""
     fmt = format_from_path(path)
     if fmt == "mp4":
-        return Mp4Writer(path, fps, crf=18 if quality is None else quality)
+        return Mp4Writer(path, fps, crf=18 if quality is None else quality, metadata=metadata)
     if fmt == "webp":
         return WebpWriter(path, fps, quality=90 if quality is None else quality, loop=loop)
     return GifWriter(path, fps, loop=loop)

@@ -44,6 +44,8 @@ class NADALoadCLIP:
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.CLIP,)
     RETURN_NAMES = ("clip",)
+    OUTPUT_TOOLTIPS = ('The CLIP model(s) with their loss weights, for CLIP Direction, Adapt Generator and Invert Image.',)
+    SEARCH_ALIASES = C.aliases('load clip', 'open_clip', 'vit-b/32', 'vit-b/16', 'guidance')
     FUNCTION = "load"
 
     @classmethod
@@ -87,6 +89,8 @@ class NADACLIPDirection:
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.DIRECTION, "STRING")
     RETURN_NAMES = ("direction", "info")
+    OUTPUT_TOOLTIPS = ('The change as a unit direction in CLIP space, per CLIP model (with how it was made).', 'How the direction was made (kind, prompts or image counts, models).')
+    SEARCH_ALIASES = C.aliases('clip direction', 'text direction', 'image direction', 'prompt', 'few-shot', 'target')
     FUNCTION = "make"
 
     @classmethod
@@ -136,6 +140,8 @@ class NADALayerFreezeSchedule:
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.SCHEDULE,)
     RETURN_NAMES = ("schedule",)
+    OUTPUT_TOOLTIPS = ('Which layers Adapt Generator trains (all, adaptive top-k per iteration, or manual).',)
+    SEARCH_ALIASES = C.aliases('freeze', 'layer freezing', 'layers', 'adaptive', 'top-k')
     FUNCTION = "make"
 
     @classmethod
@@ -381,8 +387,8 @@ NODE_CLASS_MAPPINGS = {
     "NADAAdaptGenerator": NADAAdaptGenerator,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "NADALoadCLIP": "Load CLIP (NADA)",
-    "NADACLIPDirection": "CLIP Direction (NADA)",
-    "NADALayerFreezeSchedule": "Layer Freeze Schedule (NADA)",
-    "NADAAdaptGenerator": "Adapt Generator (NADA)",
+    "NADALoadCLIP": "Load CLIP (StyleGAN-NADA)",
+    "NADACLIPDirection": "CLIP Direction (StyleGAN-NADA)",
+    "NADALayerFreezeSchedule": "Layer Freeze Schedule (StyleGAN-NADA)",
+    "NADAAdaptGenerator": "Adapt Generator (StyleGAN-NADA)",
 }

@@ -16,6 +16,8 @@ class NADALoadStyleGAN:
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.GENERATOR, "STRING")
     RETURN_NAMES = ("generator", "info")
+    OUTPUT_TOOLTIPS = ('The generator with its architecture and provenance.', 'Architecture and provenance as text.')
+    SEARCH_ALIASES = C.aliases('load model', 'checkpoint', 'pkl', 'ffhq', 'generator', 'loader')
     FUNCTION = "load"
 
     @classmethod
@@ -54,6 +56,8 @@ class NADASampleW:
     RETURN_TYPES = (C.LATENTS,)
     RETURN_NAMES = ("latents",)
     FUNCTION = "sample"
+    OUTPUT_TOOLTIPS = ('W latents (repeated to W+), one per seed.',)
+    SEARCH_ALIASES = C.aliases('seed', 'latent', 'w space', 'truncation', 'random latents', 'style mixing')
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -95,6 +99,8 @@ class NADASynthesize:
     DESCRIPTION = "Render W/W+ latents with a generator into an IMAGE batch."
     CATEGORY = C.CATEGORY
     RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ('The rendered images, [N, H, W, 3] in 0..1.',)
+    SEARCH_ALIASES = C.aliases('render', 'generate', 'sample', 'decode', 'images')
     FUNCTION = "render"
 
     @classmethod
@@ -114,12 +120,15 @@ class NADASynthesize:
         }}
 
     def render(self, generator, latents, noise_mode, batch_size, noise_seed=0):
+        from ..nada_ops.memory import rendering_bytes
         from ..nada_ops.stylegan.sampling import synthesize, to_comfy_image
         latents.check_compatible(generator.cfg)
         bar = C.Progress(latents.batch)
-        img = synthesize(generator.G, latents.ws, noise_mode, batch_size, generator.dtype,
-                         progress=lambda d, t, p: bar(d, t), noise_seed=noise_seed)
-        return (to_comfy_image(img),)
+        with C.heavy_work("Synthesize Images", generator.device,
+                          rendering_bytes(generator.cfg, min(batch_size, latents.batch)), "rendering"):
+            img = synthesize(generator.G, latents.ws, noise_mode, batch_size, generator.dtype,
+                             progress=lambda d, t, p: bar(d, t), noise_seed=noise_seed)
+        return (to_comfy_image(img).to(C.intermediate_device()),)
 
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
@@ -131,6 +140,8 @@ class NADASaveGenerator:
     CATEGORY = C.CATEGORY
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ('Full path of the saved .safetensors file.',)
+    SEARCH_ALIASES = C.aliases('save model', 'export', 'safetensors', 'checkpoint')
     OUTPUT_NODE = True
     FUNCTION = "save"
 
@@ -179,6 +190,8 @@ class NADAGeneratorInfo:
     RETURN_NAMES = ("info",)
     OUTPUT_NODE = True
     FUNCTION = "info"
+    OUTPUT_TOOLTIPS = ('Architecture and provenance as text.',)
+    SEARCH_ALIASES = C.aliases('info', 'metadata', 'provenance', 'architecture')
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -199,8 +212,8 @@ NODE_CLASS_MAPPINGS = {
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "NADALoadStyleGAN": "Load StyleGAN (NADA)",
-    "NADASampleW": "Sample W (NADA)",
-    "NADASynthesize": "Synthesize Images (NADA)",
-    "NADASaveGenerator": "Save Generator (NADA)",
-    "NADAGeneratorInfo": "Generator Info (NADA)",
+    "NADASampleW": "Sample W (StyleGAN-NADA)",
+    "NADASynthesize": "Synthesize Images (StyleGAN-NADA)",
+    "NADASaveGenerator": "Save Generator (StyleGAN-NADA)",
+    "NADAGeneratorInfo": "Generator Info (StyleGAN-NADA)",
 }

@@ -15,6 +15,8 @@ class NADAInterpolateModels:
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.GENERATOR,)
     RETURN_NAMES = ("generator",)
+    OUTPUT_TOOLTIPS = ('The blended generator ((1 - t) * A + t * B).',)
+    SEARCH_ALIASES = C.aliases('blend', 'interpolate', 'mix models', 'merge', 'weight interpolation')
     FUNCTION = "blend"
 
     @classmethod
@@ -42,11 +44,18 @@ class NADAInterpolateModels:
 class NADARenderTransition:
     DESCRIPTION = ("Render a domain-transition animation: the latents stay fixed while the generator's weights "
                    "move A -> B (-> C ...), with easing; optionally the latents also move towards end latents or "
-                   "along an editing direction. Outputs the frames as an IMAGE batch (for ComfyUI's video nodes) "
-                   "and can write MP4 (H.264), animated WebP or GIF directly, streaming frame by frame.")
+                   "along an editing direction. Writes MP4 (H.264), animated WebP or GIF frame by frame (memory "
+                   "does not grow with the number of frames), with the workflow embedded in the MP4 like core "
+                   "Save Video. Outputs a VIDEO (for core Save Video / preview nodes), the frames as an IMAGE "
+                   "batch, and the file's path.")
     CATEGORY = C.CATEGORY
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("frames", "path")
+    RETURN_TYPES = ("IMAGE", "STRING", "VIDEO")
+    RETURN_NAMES = ("frames", "path", "video")
+    OUTPUT_TOOLTIPS = ("Every frame as an IMAGE batch (only the last one when return_frames is off).",
+                       "Path of the written file ('' when save_format is none).",
+                       "The transition as ComfyUI's VIDEO (H.264 MP4: the saved file, or a temporary one when "
+                       "saving another format or none), for core Save Video.")
+    SEARCH_ALIASES = C.aliases("video", "animation", "transition", "morph", "mp4", "gif", "webp", "render")
     OUTPUT_NODE = True
     FUNCTION = "render"
 
@@ -97,13 +106,15 @@ class NADARenderTransition:
                                           "tooltip": "Output every frame as an IMAGE batch (memory grows with the "
                                                      "number of frames). Off: only the last frame is output; the "
                                                      "file is still complete."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
+        }, "hidden": {"unique_id": "UNIQUE_ID", "prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
 
     def render(self, generator_a, generator_b, latents, frames, fps, easing, loop, save_format, filename_prefix,
                generator_c=None, generator_d=None, latents_end=None, latent_mode="lerp", direction=None,
                direction_strength=3.0, direction_layers="all", batch_size=8, noise_mode="const",
-               random_noise_seed=0, grid_columns=0, quality=-1, return_frames=True, unique_id=None):
+               random_noise_seed=0, grid_columns=0, quality=-1, return_frames=True, unique_id=None, prompt=None,
+               extra_pnginfo=None):
         from ..nada_ops.latent_tools import direction_offsets
+        from ..nada_ops.memory import rendering_bytes
         from ..nada_ops.video import open_writer, render_transition
         from .generator import unique_path
         handles = [h for h in (generator_a, generator_b, generator_c, generator_d) if h is not None]
@@ -121,25 +132,40 @@ class NADARenderTransition:
             spec = None if str(direction_layers).strip().lower() in ("", "all", "*") else direction_layers
             offset = direction_offsets(direction, cfg.num_ws, spec)
         writers, path, ui = [], "", {}
+        metadata = C.workflow_metadata(prompt, extra_pnginfo)
+        q = None if quality < 0 else quality
         if save_format != "none":
-            folder = C.output_dir()
-            path = unique_path(folder, filename_prefix, "." + save_format)
-            writers = [open_writer(path, fps, quality=None if quality < 0 else quality, loop=0)]
+            path = unique_path(C.output_dir(), filename_prefix, "." + save_format)
+            writers.append(open_writer(path, fps, quality=q, loop=0, metadata=metadata))
+        # The VIDEO output is an H.264 MP4: the saved file, or one streamed into ComfyUI's temp folder
+        # next to the requested format (never all frames in memory).
+        video_path = path
+        if save_format != "mp4":
+            video_path = unique_path(C.temp_dir(), "nada_transition", ".mp4")
+            writers.append(open_writer(video_path, fps, quality=None, metadata=metadata))
         bar = C.Progress(frames)
-        out = render_transition(
-            [h.G for h in handles], latents.ws, frames, easing=easing, loop=loop, keyframes=keyframes,
-            latent_mode=latent_mode, direction_offset=offset, direction_strength=direction_strength,
-            batch_size=batch_size, noise_mode=noise_mode, noise_seed=random_noise_seed, dtype=generator_a.dtype,
-            device=generator_a.device, names=names, layout="grid", cols=grid_columns or None, writers=writers,
-            collect=return_frames, progress=lambda d, t, p: bar(d, t, p), preview_every=max(1, frames // 20),
-            last_frame=not return_frames)
+        try:
+            with C.heavy_work("Render Domain Transition", generator_a.device,
+                              rendering_bytes(cfg, batch_size, len(handles)), "rendering"):
+                out = render_transition(
+                    [h.G for h in handles], latents.ws, frames, easing=easing, loop=loop, keyframes=keyframes,
+                    latent_mode=latent_mode, direction_offset=offset, direction_strength=direction_strength,
+                    batch_size=batch_size, noise_mode=noise_mode, noise_seed=random_noise_seed,
+                    dtype=generator_a.dtype, device=generator_a.device, names=names, layout="grid",
+                    cols=grid_columns or None, writers=writers, collect=return_frames,
+                    progress=lambda d, t, p: bar(d, t, p), preview_every=max(1, frames // 20),
+                    last_frame=not return_frames)
+        except BaseException:
+            for w in writers:
+                w.abort()
+            raise
         if save_format != "none":
             rel = os.path.relpath(path, C.output_dir())
             sub, fname = os.path.split(rel)
             ui = {"images": [{"filename": fname, "subfolder": sub, "type": "output"}], "animated": (True,),
                   "text": [f"wrote output/{rel}"]}
-        C.soft_empty_cache()
-        return {"ui": ui, "result": (out, path)}
+        out = out.to(C.intermediate_device())
+        return {"ui": ui, "result": (out, path, C.video_from_file(video_path))}
 
 
 NODE_CLASS_MAPPINGS = {
@@ -147,6 +173,6 @@ NODE_CLASS_MAPPINGS = {
     "NADARenderTransition": NADARenderTransition,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "NADAInterpolateModels": "Interpolate Models (NADA)",
-    "NADARenderTransition": "Render Domain Transition (NADA)",
+    "NADAInterpolateModels": "Interpolate Models (StyleGAN-NADA)",
+    "NADARenderTransition": "Render Domain Transition (StyleGAN-NADA)",
 }

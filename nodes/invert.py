@@ -15,6 +15,8 @@ class NADAInvertImage:
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.LATENTS, "IMAGE", "STRING")
     RETURN_NAMES = ("latents", "reconstruction", "info")
+    OUTPUT_TOOLTIPS = ('The latents found (W or W+), one per image.', 'What the generator makes from those latents.', 'Steps done and pixel error before/after.')
+    SEARCH_ALIASES = C.aliases('inversion', 'projector', 'project', 'encode photo', 'real image', 'embed')
     FUNCTION = "invert"
 
     @classmethod
@@ -78,10 +80,13 @@ class NADAInvertImage:
             perceptual_weight=perceptual_weight if clip is not None else 0.0,
             optimize_noise=optimize_noise, noise_regularize=noise_regularize, initial_w_noise=initial_w_noise,
             crop=crop, seed=search_seed, preview_every=preview_every)
+        from ..nada_ops.memory import inversion_bytes
         bar = C.Progress(steps)
+        clip_models = [m for m, _ in clip] if clip is not None else []
         # Inference tensors from upstream nodes refuse autograd: the library copies the image
         # and (when needed) the generator, and runs with inference mode off and grad on.
-        with torch.inference_mode(False), torch.enable_grad():
+        with C.heavy_work("Invert Image", generator.device, inversion_bytes(generator.cfg, image.shape[0], clip_models),
+                          "inversion"), torch.inference_mode(False), torch.enable_grad():
             target = from_comfy_image(image.detach().clone())
             generator_copy = generator.clone_generator()
             result = invert(generator_copy, target, settings, perceptual=clip, init_ws=init,
@@ -93,8 +98,8 @@ class NADAInvertImage:
         info = (f"{mode} inversion, {result.steps_done}/{steps} steps"
                 + (" (stopped early: best so far)" if result.stopped_early else "")
                 + f"\npixel MSE (in [-1,1]) start: {mse0}\npixel MSE final: {mse1}")
-        return (result.latents, to_comfy_image(result.images), info)
+        return (result.latents, to_comfy_image(result.images).to(C.intermediate_device()), info)
 
 
 NODE_CLASS_MAPPINGS = {"NADAInvertImage": NADAInvertImage}
-NODE_DISPLAY_NAME_MAPPINGS = {"NADAInvertImage": "Invert Image to W/W+ (NADA)"}
+NODE_DISPLAY_NAME_MAPPINGS = {"NADAInvertImage": "Invert Image to W/W+ (StyleGAN-NADA)"}

@@ -15,6 +15,8 @@ class NADALatentInterpolate:
     CATEGORY = C.CATEGORY + "/latents"
     RETURN_TYPES = (C.LATENTS,)
     RETURN_NAMES = ("latents",)
+    OUTPUT_TOOLTIPS = ('The interpolated latents, steps per pair.',)
+    SEARCH_ALIASES = C.aliases('lerp', 'slerp', 'interpolate latents', 'morph', 'tween')
     FUNCTION = "run"
 
     @classmethod
@@ -50,6 +52,8 @@ class NADALatentPick:
     CATEGORY = C.CATEGORY + "/latents"
     RETURN_TYPES = (C.LATENTS,)
     RETURN_NAMES = ("latents",)
+    OUTPUT_TOOLTIPS = ('The chosen latents, in the order given.',)
+    SEARCH_ALIASES = C.aliases('pick', 'select', 'index', 'batch')
     FUNCTION = "run"
 
     @classmethod
@@ -73,6 +77,8 @@ class NADALoadLatentDirection:
     CATEGORY = C.CATEGORY + "/latents"
     RETURN_TYPES = (LATENT_DIRECTION, "STRING")
     RETURN_NAMES = ("direction", "info")
+    OUTPUT_TOOLTIPS = ('The editing direction ([1, w_dim] or [num_ws, w_dim]).', 'Shape and norm of the direction.')
+    SEARCH_ALIASES = C.aliases('interfacegan', 'boundary', 'edit direction', 'load direction', 'ganspace')
     FUNCTION = "load"
 
     @classmethod
@@ -97,6 +103,8 @@ class NADAApplyDirection:
     CATEGORY = C.CATEGORY + "/latents"
     RETURN_TYPES = (C.LATENTS,)
     RETURN_NAMES = ("latents",)
+    OUTPUT_TOOLTIPS = ('The edited latents (W+ when only some entries were edited).',)
+    SEARCH_ALIASES = C.aliases('edit', 'interfacegan', 'attribute', 'smile', 'age', 'direction')
     FUNCTION = "run"
 
     @classmethod
@@ -128,8 +136,8 @@ NODE_CLASS_MAPPINGS = {
     "NADAApplyDirection": NADAApplyDirection,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "NADALatentInterpolate": "Interpolate Latents (NADA)",
-    "NADALatentPick": "Pick Latents (NADA)",
-    "NADALoadLatentDirection": "Load Latent Direction (NADA)",
-    "NADAApplyDirection": "Apply Latent Direction (NADA)",
+    "NADALatentInterpolate": "Interpolate Latents (StyleGAN-NADA)",
+    "NADALatentPick": "Pick Latents (StyleGAN-NADA)",
+    "NADALoadLatentDirection": "Load Latent Direction (StyleGAN-NADA)",
+    "NADAApplyDirection": "Apply Latent Direction (StyleGAN-NADA)",
 }
