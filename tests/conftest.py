@@ -178,6 +178,28 @@ class FakeComfy:
         PromptServer.instance = _Inst()
         server.PromptServer = PromptServer
         monkeypatch.setitem(sys.modules, "server", server)
+
+        # comfy_api's VIDEO value (core Save Video reads it through these methods)
+        api = types.ModuleType("comfy_api")
+        latest = types.ModuleType("comfy_api.latest")
+
+        class VideoFromFile:
+            def __init__(self, file):
+                self.file = file
+
+            def get_stream_source(self):
+                return self.file
+
+            def get_dimensions(self):
+                import av
+                with av.open(self.file) as c:
+                    st = c.streams.video[0]
+                    return st.width, st.height
+
+        latest.InputImpl = types.SimpleNamespace(VideoFromFile=VideoFromFile)
+        api.latest = latest
+        monkeypatch.setitem(sys.modules, "comfy_api", api)
+        monkeypatch.setitem(sys.modules, "comfy_api.latest", latest)
         self.mm = mm
         return self
 

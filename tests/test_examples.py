@@ -1,4 +1,4 @@
-"""The example workflows (examples/*.json, UI format) against the pack's node definitions:
+"""The example workflows (example_workflows/*.json, UI format) against the pack's node definitions:
 every node type exists, widget values line up with INPUT_TYPES the way ComfyUI's front end
 serialises them, links are consistent, each example has a .jpg thumbnail and a README entry,
 and model files are explained by a note. No ComfyUI needed (the pack is imported with stand-ins)."""
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
 
 # Core ComfyUI node types the examples may use: (socket inputs, outputs, widget names in order).
 CORE = {
@@ -196,3 +196,67 @@ def test_every_input_has_a_tooltip(mappings):
                     missing.append(f"{k}.{name}")
     if missing:
         pytest.xfail(f"inputs without a tooltip (defined in nodes/*.py): {missing}")
+
+
+def test_examples_are_what_the_builder_makes(mappings):
+    """example_workflows/*.json are generated from the node definitions by
+    tools/build_example_workflows.py: a node change that the examples do not follow fails here."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_examples", ROOT / "tools" / "build_example_workflows.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    built = mod.build(mappings)
+    assert sorted(built) == sorted(p.stem for p in EXAMPLES)
+    for p in EXAMPLES:
+        assert json.loads(p.read_text(encoding="utf-8")) == json.loads(json.dumps(built[p.stem])), (
+            f"{p.name} differs from what tools/build_example_workflows.py makes: run it")
+
+
+TITLE_H = 30
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_layout_fits_the_window_without_overlaps(path):
+    """Opened in a 1600 x 1000 browser window, the saved view shows every node (title bar included)
+    and no node covers another."""
+    wf = json.loads(path.read_text(encoding="utf-8"))
+    ds = wf["extra"]["ds"]
+    boxes = [(n["id"], n["type"], n["pos"][0], n["pos"][1] - TITLE_H, n["pos"][0] + n["size"][0],
+              n["pos"][1] + n["size"][1]) for n in wf["nodes"]]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not (a[2] < b[4] and b[2] < a[4] and a[3] < b[5] and b[3] < a[5]), f"{path.name}: {a} overlaps {b}"
+    for _, t, x0, y0, x1, y1 in boxes:
+        sx0, sy0 = (x0 + ds["offset"][0]) * ds["scale"], (y0 + ds["offset"][1]) * ds["scale"]
+        sx1, sy1 = (x1 + ds["offset"][0]) * ds["scale"], (y1 + ds["offset"][1]) * ds["scale"]
+        assert sx0 >= 0 and sy0 >= 0 and sx1 <= 1600 and sy1 <= 1000, f"{path.name}: {t} is off screen"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_need_only_model_files(path, mappings):
+    """No input file a user does not have: image inputs come from the pack's example folders or
+    are made in the graph; model download links are ones ComfyUI's front end accepts."""
+    wf = json.loads(path.read_text(encoding="utf-8"))
+    assert not any(n["type"] == "LoadImage" for n in wf["nodes"]), "LoadImage needs a file in ComfyUI/input"
+    for n in wf["nodes"]:
+        if n["type"] == "NADALoadImages":
+            folder = n["widgets_values"][0]
+            assert folder.startswith("examples/"), folder
+            d = ROOT / "example_inputs" / folder.split("/", 1)[1]
+            assert sorted(d.glob("*.png")), f"{folder}: no example images in {d}"
+        for model in n.get("properties", {}).get("models", []):
+            assert model["url"].startswith("https://huggingface.co/") and model["name"].endswith(".safetensors")
+            assert model["directory"] in ("open_clip", "stylegan")
+            assert model["name"] in n["widgets_values"], "the front end matches models to widget values"
+
+
+def test_display_names_are_found_by_every_search(mappings):
+    """ComfyUI's node search (front end 1.27) matches ids and display names only: every node must
+    be found by 'stylegan' and 'nada'; newer ComfyUI also searches SEARCH_ALIASES."""
+    import sys
+    names = sys.modules["nada_pack_examples_check"].NODE_DISPLAY_NAME_MAPPINGS
+    for k, cls in mappings.items():
+        assert "stylegan" in names[k].lower() and "nada" in names[k].lower(), names[k]
+        aliases = getattr(cls, "SEARCH_ALIASES", [])
+        assert {"stylegan", "gan", "nada", "domain adaptation"} <= set(aliases), k
+        assert len(getattr(cls, "OUTPUT_TOOLTIPS", ())) == len(cls.RETURN_TYPES), k

@@ -1,0 +1,385 @@
+"""Write the example workflows (example_workflows/*.json, ComfyUI's UI format) from the node
+definitions, so that widget values, sockets and links always match the nodes.
+
+Run after changing a node's inputs or an example: python tools/build_example_workflows.py
+(tests/test_examples.py checks the committed files against the nodes; the thumbnails are
+made by the end-to-end test with NADA_E2E_UPDATE_ASSETS=1).
+
+Layout: every example fits a 1600 x 1000 browser window at its saved zoom, nodes never
+overlap (title bars included), and each node is at least as large as ComfyUI makes it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "example_workflows"
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+TITLE_H = 30          # LiteGraph title bar (not part of a node's size)
+SLOT_H = 20           # one input/output row
+WIDGET_H = 24         # one widget row (20 + 4 spacing)
+VIEW = (1600, 1000)   # the browser window the saved view must fit
+
+SOURCE = "stylegan2-ffhq-1024x1024.pkl"
+ADAPTED = "nada/pencil_sketch_00001.safetensors"
+CLIP_FILES = {
+    "ViT-B-32": ("ViT-B-32-openai.safetensors",
+                 "https://huggingface.co/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_model.safetensors"),
+    "ViT-B-16": ("ViT-B-16-openai.safetensors",
+                 "https://huggingface.co/timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors"),
+}
+
+# Core ComfyUI nodes used by the examples: (socket inputs, outputs, widgets with defaults)
+CORE = {
+    "SaveImage": ([("images", "IMAGE")], [], [("filename_prefix", "ComfyUI")]),
+    "PreviewImage": ([("images", "IMAGE")], [], []),
+    "SaveVideo": ([("video", "VIDEO")], [], [("filename_prefix", "video/ComfyUI"), ("format", "auto"),
+                                            ("codec", "auto")]),
+}
+
+
+def load_pack():
+    name = "nada_pack_for_examples"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT)])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name].NODE_CLASS_MAPPINGS
+
+
+def node_widgets(cls) -> list[tuple[str | None, object]]:
+    """(name, default) in the order ComfyUI's front end lays the widgets out; an INT with
+    control_after_generate is followed by its control combo (name None)."""
+    out = []
+    types = cls.INPUT_TYPES()
+    for part in ("required", "optional"):
+        for name, spec in types.get(part, {}).items():
+            t, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+            if isinstance(t, (list, tuple)) or t in WIDGET_TYPES:
+                default = opts.get("default", t[0] if isinstance(t, (list, tuple)) and t else None)
+                out.append((name, default))
+                if t == "INT" and opts.get("control_after_generate", name in ("seed", "noise_seed")):
+                    out.append((None, "fixed"))
+    return out
+
+
+def node_sockets(cls) -> list[tuple[str, str]]:
+    types = cls.INPUT_TYPES()
+    out = []
+    for part in ("required", "optional"):
+        for name, spec in types.get(part, {}).items():
+            t = spec[0]
+            if not (isinstance(t, (list, tuple)) or t in WIDGET_TYPES):
+                out.append((name, t))
+    return out
+
+
+class Workflow:
+    def __init__(self, mappings, scale: float):
+        self.m = mappings
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+        self.scale = scale            # at most; finish() zooms out until everything fits
+        self.offset = [0, 0]
+
+    def add(self, type_, pos, size=None, widgets=None, inputs=None, title=None, models=None, min_height=0):
+        """``inputs``: {socket name: (source node dict, output index)}; ``widgets``: {name: value}."""
+        nid = len(self.nodes) + 1
+        widgets = dict(widgets or {})
+        if type_ in self.m:
+            cls = self.m[type_]
+            wl = node_widgets(cls)
+            names = [n for n, _ in wl if n is not None]
+            unknown = set(widgets) - set(names)
+            assert not unknown, (type_, unknown)
+            values = [widgets.get(n, d) if n is not None else "fixed" for n, d in wl]
+            sockets = node_sockets(cls)
+            outs = list(zip(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES), cls.RETURN_TYPES))
+            n_widgets = len(names)
+        elif type_ in CORE:
+            sock, outs, wl = CORE[type_]
+            sockets = sock
+            values = [widgets.get(n, d) for n, d in wl]
+            n_widgets = len(wl)
+        else:   # MarkdownNote
+            sockets, outs, values, n_widgets = [], [], [widgets["text"]], 0
+        rows = max(len(sockets), len(outs))
+        auto_h = rows * SLOT_H + n_widgets * WIDGET_H + 12 + min_height
+        w, h = size if size else (320, auto_h)
+        node = {"id": nid, "type": type_, "pos": list(pos), "size": [w, max(h, auto_h)], "flags": {},
+                "order": 0, "mode": 0,
+                "inputs": [{"name": n, "type": t, "link": None} for n, t in sockets],
+                "outputs": [{"name": n, "type": t, "links": []} for n, t in outs],
+                "properties": {"Node name for S&R": type_} if type_ != "MarkdownNote" else {},
+                "widgets_values": values}
+        if models:
+            node["properties"]["models"] = models
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        for name, (src, slot) in (inputs or {}).items():
+            self.connect(src, slot, node, name)
+        return node
+
+    def connect(self, src, slot, dst, name):
+        lid = len(self.links) + 1
+        di = next(i for i, s in enumerate(dst["inputs"]) if s["name"] == name)
+        t = src["outputs"][slot]["type"]
+        assert dst["inputs"][di]["type"] in (t, "*"), (dst["type"], name, t)
+        dst["inputs"][di]["link"] = lid
+        src["outputs"][slot]["links"].append(lid)
+        src["outputs"][slot]["slot_index"] = slot
+        self.links.append([lid, src["id"], slot, dst["id"], di, t])
+
+    def below(self, node, gap=40):
+        """Position under ``node`` (its title bar and body), same column."""
+        return [node["pos"][0], node["pos"][1] + node["size"][1] + TITLE_H + gap]
+
+    def extent(self) -> tuple[float, float, float, float]:
+        """Bounding box of all nodes, title bars included: (x0, y0, x1, y1)."""
+        x0 = min(n["pos"][0] for n in self.nodes)
+        y0 = min(n["pos"][1] - TITLE_H for n in self.nodes)
+        x1 = max(n["pos"][0] + n["size"][0] for n in self.nodes)
+        y1 = max(n["pos"][1] + n["size"][1] for n in self.nodes)
+        return x0, y0, x1, y1
+
+    def finish(self) -> dict:
+        # the saved view shows the whole graph in a 1600 x 1000 window (with a margin)
+        x0, y0, x1, y1 = self.extent()
+        self.scale = min(self.scale, int(min(VIEW[0] / (x1 - x0 + 40), VIEW[1] / (y1 - y0 + 40)) * 100) / 100)
+        self.offset = [round(20 / self.scale - x0), round(20 / self.scale - y0)]
+        # execution order: topological over the links
+        deps = {n["id"]: {l[1] for l in self.links if l[3] == n["id"]} for n in self.nodes}
+        order, done = [], set()
+        while len(order) < len(self.nodes):
+            ready = [i for i in sorted(deps) if i not in done and deps[i] <= done]
+            assert ready, "cycle"
+            for i in ready:
+                order.append(i)
+                done.add(i)
+        for n in self.nodes:
+            n["order"] = order.index(n["id"])
+        return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+                "links": self.links, "groups": [], "config": {},
+                "extra": {"ds": {"scale": self.scale, "offset": self.offset}}, "version": 0.4}
+
+
+def clip_loader(wf, pos, both=True, title=None):
+    a_file, a_url = CLIP_FILES["ViT-B-32"]
+    b_file, b_url = CLIP_FILES["ViT-B-16"]
+    models = [{"name": a_file, "url": a_url, "directory": "open_clip"}]
+    widgets = {"clip_a": "ViT-B-32", "weights_a": a_file, "weight_a": 1.0}
+    if both:
+        models.append({"name": b_file, "url": b_url, "directory": "open_clip"})
+        widgets.update({"clip_b": "ViT-B-16", "weights_b": b_file, "weight_b": 1.0})
+    else:
+        widgets.update({"clip_b": "none", "weights_b": "auto", "weight_b": 0.0})
+    return wf.add("NADALoadCLIP", pos, widgets=widgets, models=models, title=title)
+
+
+MODELS_NOTE = f"""**Model files** (put them in place, then press *R* to refresh the lists):
+
+- `ComfyUI/models/stylegan/{SOURCE}`: NVIDIA's StyleGAN2 FFHQ 1024 px generator in the PyTorch format (published
+  with the *stylegan3* release, NVIDIA NGC catalog:
+  `https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/{SOURCE}`). Any other StyleGAN2
+  generator works too: `ffhq.pkl` of *stylegan2-ada-pytorch*, a rosinality / StyleGAN-NADA `.pt`
+  (e.g. `stylegan2-ffhq-config-f.pt`), or a `.safetensors` saved by this pack. Pickles are read without running
+  any code from them. (Only the old TensorFlow pickles, e.g. `stylegan2-ffhq-config-f.pkl`, need converting first
+  with NVIDIA's `legacy.py`.)
+- `ComfyUI/models/open_clip/`: OpenAI's CLIP weights as safetensors, `{CLIP_FILES['ViT-B-32'][0]}` and
+  `{CLIP_FILES['ViT-B-16'][0]}` (ComfyUI offers to download them when the workflow opens: they are open_clip's
+  `open_clip_model.safetensors` from Hugging Face, `timm/vit_base_patch32_clip_224.openai` and
+  `timm/vit_base_patch16_clip_224.openai`). OpenAI's own `ViT-B-32.pt` / `ViT-B-16.pt` work too (choose them in
+  *Load CLIP*, or `auto`)."""
+
+
+def text_adaptation(m):
+    wf = Workflow(m, scale=0.8)
+    wf.add("MarkdownNote", [20, 20], size=[420, 900], widgets={"text": f"""# Text-guided domain adaptation (StyleGAN-NADA)
+
+Trains a copy of the generator so that its images move from *source_text* to *target_text* in CLIP space
+(Gal et al. 2021). Press **Run** and watch *Adapt Generator*: loss curve, iterations and ETA, the latest preview
+(top row: source, bottom row: adapted) and, with adaptive layer freezing, which W+ layers were trained at each
+iteration.
+
+{MODELS_NOTE}
+
+**Typical settings (paper, sec. 4 and Table 3)**: learning rate 0.002, batch 2; iterations 50-300 for style and
+texture (sketch, painting), 150-400 for identity and small shape changes (zombie, werewolf), ~2000 for animals;
+style mixing 0.9 for most face styles, 0 for sketches, cubism and animals. Pick the matching preset in
+*Layer Freeze Schedule* and set iterations / mixing on *Adapt Generator* to match.
+
+On a GPU, 300 iterations at 1024 px take a few minutes; on a CPU lower the iterations or use a smaller model.
+`save_every` keeps intermediate generators in `models/stylegan/nada-snapshots/` (the paper's advice: train long,
+pick the best). Cancel keeps what was trained in `models/stylegan/nada-partial/`. An unchanged graph does not
+retrain.
+
+The adapted generator is saved to `models/stylegan/nada/` by *Save Generator* (it then appears in *Load StyleGAN*).
+"""})
+    gen = wf.add("NADALoadStyleGAN", [470, 20], widgets={"model": SOURCE})
+    clip = clip_loader(wf, wf.below(gen))
+    direction = wf.add("NADACLIPDirection", [830, 20], widgets={"source_text": "photo", "target_text": "zombie"},
+                       inputs={"clip": (clip, 0)})
+    sched = wf.add("NADALayerFreezeSchedule", wf.below(direction),
+                   widgets={"preset": "identity / small shape (adaptive, 2/3 of layers)", "mode": "adaptive"})
+    adapt = wf.add("NADAAdaptGenerator", [1190, 20], size=[400, 0], min_height=300,
+                   widgets={"iterations": 300, "mixing_prob": 0.9, "save_every": 100},
+                   inputs={"generator": (gen, 0), "clip": (clip, 0), "direction": (direction, 0),
+                           "schedule": (sched, 0)})
+    wf.add("NADASaveGenerator", [1630, 20], widgets={"filename_prefix": "nada/photo_to_zombie"},
+           inputs={"generator": (adapt, 0)})
+    lat = wf.add("NADASampleW", wf.below(sched), widgets={"seed": 0, "batch_size": 4, "truncation_psi": 0.7},
+                 inputs={"generator": (gen, 0)}, title="Sample W (the same seeds for both)")
+    src = wf.add("NADASynthesize", [1630, 200], widgets={"batch_size": 4},
+                 inputs={"generator": (gen, 0), "latents": (lat, 0)}, title="Source images")
+    ada = wf.add("NADASynthesize", wf.below(src), widgets={"batch_size": 4},
+                 inputs={"generator": (adapt, 0), "latents": (lat, 0)}, title="Adapted images")
+    wf.add("PreviewImage", [1990, 20], size=[320, 400], inputs={"images": (src, 0)}, title="Source samples")
+    wf.add("SaveImage", [1990, 490], size=[320, 400], widgets={"filename_prefix": "nada/zombie"},
+           inputs={"images": (ada, 0)}, title="Adapted samples (same seeds)")
+    return wf.finish()
+
+
+def image_guided_adaptation(m):
+    wf = Workflow(m, scale=0.8)
+    wf.add("MarkdownNote", [20, 20], size=[420, 900], widgets={"text": f"""# Image-guided (few-shot) adaptation
+
+Instead of a text prompt, the target domain is given by a few example images (paper, supplement C): the CLIP
+direction goes from the mean embedding of N generated source samples (N_s = 16) to the mean embedding of the
+images. Use 1-10 images of one style (paintings of one artist, a cartoon style, ...).
+
+**The style images**: *Load Images from Folder* reads every image of a folder. This example uses
+`examples/pencil_sketch`, four pencil sketches of faces that come with the pack, so it runs as it is. For your own
+style, make a folder `ComfyUI/input/<name>/`, put the images in it, press *R* and pick `input/<name>` (sizes may
+differ: each image is made square at `size`).
+
+{MODELS_NOTE}
+
+**Settings**: sketch-like styles train all layers without style mixing (preset *sketch / painting*), 300
+iterations at lr 0.002, batch 2. Watch the preview on *Adapt Generator* and Cancel when it looks right: what was
+trained is kept in `models/stylegan/nada-partial/`. The result is saved as `models/stylegan/{ADAPTED}`, which the
+inversion and transition examples use.
+"""})
+    gen = wf.add("NADALoadStyleGAN", [470, 20], widgets={"model": SOURCE})
+    clip = clip_loader(wf, wf.below(gen), both=False)
+    images = wf.add("NADALoadImages", wf.below(clip), widgets={"folder": "examples/pencil_sketch", "size": 224},
+                    title="Load Images from Folder (the target style)")
+    sched = wf.add("NADALayerFreezeSchedule", wf.below(images),
+                   widgets={"preset": "sketch / painting (all layers, no mixing)", "mode": "all"})
+    direction = wf.add("NADACLIPDirection", [830, 20], size=[340, 0],
+                       widgets={"source_text": "photo", "target_text": "(unused: target_images connected)",
+                                "templates": "single", "num_source_samples": 16},
+                       inputs={"clip": (clip, 0), "target_images": (images, 0), "generator": (gen, 0)})
+    adapt = wf.add("NADAAdaptGenerator", [1210, 20], size=[400, 0], min_height=300,
+                   widgets={"iterations": 300, "mixing_prob": 0.0},
+                   inputs={"generator": (gen, 0), "clip": (clip, 0), "direction": (direction, 0),
+                           "schedule": (sched, 0)})
+    wf.add("NADASaveGenerator", [1650, 20], widgets={"filename_prefix": ADAPTED.rsplit("_", 1)[0]},
+           inputs={"generator": (adapt, 0)})
+    lat = wf.add("NADASampleW", wf.below(direction), widgets={"seed": 0, "batch_size": 4, "truncation_psi": 0.7},
+                 inputs={"generator": (gen, 0)})
+    ada = wf.add("NADASynthesize", [1650, 200], widgets={"batch_size": 4},
+                 inputs={"generator": (adapt, 0), "latents": (lat, 0)}, title="Adapted images")
+    wf.add("SaveImage", wf.below(ada), size=[320, 400], widgets={"filename_prefix": "nada/pencil_sketch"},
+           inputs={"images": (ada, 0)}, title="Adapted samples")
+    return wf.finish()
+
+
+def invert_photo_to_adapted(m):
+    wf = Workflow(m, scale=0.8)
+    wf.add("MarkdownNote", [20, 20], size=[420, 900], widgets={"text": f"""# A photo in an adapted domain
+
+*Invert Image* finds the latents that make the **source** generator reproduce a photo (W: editable, W+: closer
+match); because NADA keeps the latent spaces aligned, the same latents show the same person in the **adapted**
+generator.
+
+**The photo**: so that the example runs as it is, the "photo" is made in the graph (*Sample W* + *Synthesize*:
+a face of the source generator). For your own photo, replace *The photo* with *Load Images from Folder*
+(`input/<folder>` with your photos, `size` = the generator's resolution, 1024 for FFHQ) or core *Load Image*.
+Crop and align it like the generator's training data (FFHQ: aligned faces, eyes level, face centred) or the
+reconstruction will be poor.
+
+{MODELS_NOTE}
+- `ComfyUI/models/stylegan/{ADAPTED}`: the adapted generator, here the one the *image-guided adaptation* example
+  saves (run it first), or any generator you adapted, or a StyleGAN-NADA checkpoint from the paper's authors
+  (rosinality `.pt`, e.g. `sketch.pt`, `pixar.pt`): pick it in the second loader. Source and adapted model must
+  have the same architecture.
+- CLIP (`models/open_clip/`) is used here for the perceptual loss; delete *Load CLIP* for the pixel loss alone.
+"""})
+    src = wf.add("NADALoadStyleGAN", [470, 20], widgets={"model": SOURCE}, title="Load StyleGAN (source)")
+    ada = wf.add("NADALoadStyleGAN", wf.below(src), widgets={"model": ADAPTED}, title="Load StyleGAN (adapted)")
+    clip = clip_loader(wf, wf.below(ada), both=False)
+    plat = wf.add("NADASampleW", [830, 20], widgets={"seed": 42, "batch_size": 1, "truncation_psi": 0.5},
+                  inputs={"generator": (src, 0)}, title="Sample W (for the stand-in photo)")
+    photo = wf.add("NADASynthesize", wf.below(plat), widgets={"batch_size": 1},
+                   inputs={"generator": (src, 0), "latents": (plat, 0)}, title="The photo (replace with yours)")
+    inv = wf.add("NADAInvertImage", [1190, 20], size=[360, 0],
+                 widgets={"steps": 300, "mode": "W+"},
+                 inputs={"generator": (src, 0), "image": (photo, 0), "clip": (clip, 0)})
+    wf.add("PreviewImage", [1590, 20], size=[320, 360], inputs={"images": (inv, 1)},
+           title="Reconstruction (source model)")
+    out = wf.add("NADASynthesize", wf.below(inv), widgets={"batch_size": 1},
+                 inputs={"generator": (ada, 0), "latents": (inv, 0)}, title="The photo in the adapted domain")
+    wf.add("SaveImage", [1590, 450], size=[320, 380], widgets={"filename_prefix": "nada/photo_in_adapted_domain"},
+           inputs={"images": (out, 0)})
+    return wf.finish()
+
+
+def transition_video(m):
+    wf = Workflow(m, scale=0.8)
+    wf.add("MarkdownNote", [20, 20], size=[420, 800], widgets={"text": f"""# Source -> adapted transition video
+
+*Render Domain Transition* keeps the latents fixed and blends the generators' WEIGHTS from A to B (NADA
+supplement F); add generator_c / generator_d for A -> B -> C tours, `loop` for seamless loops, `latents_end` or a
+latent direction to move the latents too. The frames are encoded as they are rendered (memory does not grow with
+the number of frames) and the H.264 video goes to core *Save Video* (which embeds this workflow in the MP4).
+*Render Domain Transition* can also write the MP4 / WebP / GIF itself (`save_format`).
+
+{MODELS_NOTE}
+- `ComfyUI/models/stylegan/{ADAPTED}`: the adapted generator (saved by the *image-guided adaptation* example; or
+  any adapted generator or StyleGAN-NADA `.pt` of the same architecture).
+
+Batch rendering without the UI: `python -m nada_ops render-transition --generators A B --seeds 0-15 --frames 120
+--out DIR/` (resumable; `--job jobs.json` for many runs).
+"""})
+    a = wf.add("NADALoadStyleGAN", [470, 20], widgets={"model": SOURCE}, title="Load StyleGAN (A: source)")
+    b = wf.add("NADALoadStyleGAN", wf.below(a), widgets={"model": ADAPTED}, title="Load StyleGAN (B: adapted)")
+    lat = wf.add("NADASampleW", wf.below(b), widgets={"seed": 7, "batch_size": 4, "truncation_psi": 0.7},
+                 inputs={"generator": (a, 0)})
+    rt = wf.add("NADARenderTransition", [830, 20], size=[380, 0],
+                widgets={"frames": 96, "fps": 24.0, "save_format": "none", "filename_prefix": "nada/transition",
+                         "return_frames": False},
+                inputs={"generator_a": (a, 0), "generator_b": (b, 0), "latents": (lat, 0)})
+    wf.add("SaveVideo", [1250, 20], size=[400, 480], widgets={"filename_prefix": "nada/transition"},
+           inputs={"video": (rt, 2)})
+    return wf.finish()
+
+
+EXAMPLES = {
+    "text_adaptation": text_adaptation,
+    "image_guided_adaptation": image_guided_adaptation,
+    "invert_photo_to_adapted": invert_photo_to_adapted,
+    "transition_video": transition_video,
+}
+
+
+def build(mappings=None) -> dict[str, dict]:
+    m = mappings or load_pack()
+    return {name: fn(m) for name, fn in EXAMPLES.items()}
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    for name, wf in build().items():
+        (OUT / f"{name}.json").write_text(json.dumps(wf, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"wrote {OUT / name}.json")
+
+
+if __name__ == "__main__":
+    main()
