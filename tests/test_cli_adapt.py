@@ -24,8 +24,10 @@ def test_adapt_cli_text(tmp_path, tiny_G, tiny_clip_file, capsys):
     rc = main(["adapt", "--generator", str(g), "--source", "photo", "--target", "pencil sketch",
                "--iterations", "4", "--templates", "single", "--clip", f"{TINY_NAME}:1",
                "--clip-weights", f"{TINY_NAME}={tiny_clip_file}", "--preview-every", "2", "--mixing", "0",
-               "--schedule", "adaptive", "--k", "3", "--n-w", "2", "--out", str(out)])
+               "--schedule", "adaptive", "--k", "3", "--n-w", "2", "--save-every", "3", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
+    snap = load_generator(tmp_path / "out" / "sketch.step000003.safetensors")   # --save-every 3
+    assert snap.provenance["history"][-1]["iterations_done"] == 3
     h = load_generator(out)
     hist = h.provenance["history"][-1]
     assert hist["direction"]["target"] == "pencil sketch" and hist["iterations_done"] == 4

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-global", type=float, default=0.0)
     p.add_argument("--preview-every", type=int, default=50, help="write a sample grid every N iterations")
     p.add_argument("--sample-dir", default=None, help="where sample grids go (default: next to --out)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also save the generator every N iterations as OUT.stepNNNNNN.safetensors (0 = off)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output .safetensors")
     return p
@@ -130,9 +132,20 @@ def run(argv) -> int:
         if stop["flag"]:
             raise KeyboardInterrupt
 
+    out_stem = os.path.splitext(a.out)[0]
+
+    def snapshot(step, G_train, loss):
+        entry = {"op": "nada_adapt", "direction": direction.provenance, "settings": settings.to_dict(),
+                 "schedule": schedule.to_dict(), "iterations_done": step, "final_loss": loss, "snapshot": True}
+        save_generator(handle.derive(G_train, name=f"{os.path.basename(out_stem)}-step{step}", history_entry=entry),
+                       f"{out_stem}.step{step:06d}.safetensors")
+
+    if a.save_every < 0:
+        raise SystemExit("--save-every must be >= 0")
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = adapt(handle.G, guidance, settings, schedule, progress=progress)
+        result = adapt(handle.G, guidance, settings, schedule, progress=progress, snapshot_every=a.save_every,
+                       on_snapshot=snapshot)
     finally:
         signal.signal(signal.SIGINT, old)
     entry = result.history_entry(direction.provenance, settings, schedule,
