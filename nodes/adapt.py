@@ -295,8 +295,8 @@ class NADAAdaptGenerator:
             exc = result.stop_exception
             kept = (f"The {result.steps_done} iterations trained so far were saved to models/stylegan/{saved} "
                     "(Load StyleGAN lists it)." if saved else "")
-            if snapshots.files:
-                kept += f" Snapshots: {', '.join(snapshots.files)}."
+            # the panel lists the snapshots itself; the error text names them too
+            snaps = f" Snapshots: {', '.join(snapshots.files)}." if snapshots.files else ""
             if saved:
                 log.warning("Adapt Generator (node %s) stopped at iteration %d/%d (%s): partial generator saved "
                             "to %s", unique_id, result.steps_done, iterations, status,
@@ -304,9 +304,10 @@ class NADAAdaptGenerator:
             if result.interrupted:
                 rep.end(status, result.steps_done, kept or "cancelled", saved=saved)
                 raise exc
-            if kept and exc.args and isinstance(exc.args[0], str):
-                exc.args = (f"{exc.args[0]} {kept}",) + exc.args[1:]   # our own error object: say what was kept
-            rep.end(status, result.steps_done, str(exc), saved=saved)
+            message = str(exc)
+            if (kept or snaps) and exc.args and isinstance(exc.args[0], str):
+                exc.args = (f"{exc.args[0]} {kept}{snaps}",) + exc.args[1:]   # our own error: say what was kept
+            rep.end(status, result.steps_done, f"{message} {kept}".strip(), saved=saved)
             raise exc
         rep.end("done", result.steps_done)
         C.soft_empty_cache()

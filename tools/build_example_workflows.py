@@ -5,8 +5,9 @@ Run after changing a node's inputs or an example: python tools/build_example_wor
 (tests/test_examples.py checks the committed files against the nodes; the thumbnails are
 made by the end-to-end test with NADA_E2E_UPDATE_ASSETS=1).
 
-Layout: every example fits a 1600 x 1000 browser window at its saved zoom, nodes never
-overlap (title bars included), and each node is at least as large as ComfyUI makes it.
+Layout: every example fits a 1600 x 1000 browser window at its saved zoom (clear of ComfyUI's
+bars and minimap), nodes never overlap (title bars included), each node is at least as large as
+ComfyUI makes it, and nothing sits below Adapt Generator (its panel grows when training starts).
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 TITLE_H = 30          # LiteGraph title bar (not part of a node's size)
 SLOT_H = 20           # one input/output row
 WIDGET_H = 24         # one widget row (20 + 4 spacing)
-VIEW = (1600, 1000)   # the browser window the saved view must fit
+# What the saved view must fit into, in canvas pixels: a 1600 x 1000 browser window minus ComfyUI's
+# side bar (~70 px) and top bars (~80 px), and above its minimap (bottom right, ~300 px tall).
+VIEW = (1500, 620)
 
 SOURCE = "stylegan2-ffhq-1024x1024.pkl"
 ADAPTED = "nada/pencil_sketch_00001.safetensors"
@@ -150,7 +153,12 @@ class Workflow:
         return x0, y0, x1, y1
 
     def finish(self) -> dict:
-        # the saved view shows the whole graph in a 1600 x 1000 window (with a margin)
+        # the training panel grows when a run starts: nothing may sit below Adapt Generator
+        for a in (n for n in self.nodes if n["type"] == "NADAAdaptGenerator"):
+            below = [n["type"] for n in self.nodes if n is not a and n["pos"][1] > a["pos"][1]
+                     and n["pos"][0] < a["pos"][0] + a["size"][0] and a["pos"][0] < n["pos"][0] + n["size"][0]]
+            assert not below, f"nodes below Adapt Generator would be covered when its panel grows: {below}"
+        # the saved view shows the whole graph (with a margin)
         x0, y0, x1, y1 = self.extent()
         self.scale = min(self.scale, int(min(VIEW[0] / (x1 - x0 + 40), VIEW[1] / (y1 - y0 + 40)) * 100) / 100)
         self.offset = [round(20 / self.scale - x0), round(20 / self.scale - y0)]
@@ -228,7 +236,7 @@ The adapted generator is saved to `models/stylegan/nada/` by *Save Generator* (i
                        inputs={"clip": (clip, 0)})
     sched = wf.add("NADALayerFreezeSchedule", wf.below(direction),
                    widgets={"preset": "identity / small shape (adaptive, 2/3 of layers)", "mode": "adaptive"})
-    adapt = wf.add("NADAAdaptGenerator", [1190, 20], size=[400, 0], min_height=300,
+    adapt = wf.add("NADAAdaptGenerator", [1190, 20], size=[400, 0],
                    widgets={"iterations": 300, "mixing_prob": 0.9, "save_every": 100},
                    inputs={"generator": (gen, 0), "clip": (clip, 0), "direction": (direction, 0),
                            "schedule": (sched, 0)})
@@ -276,7 +284,7 @@ inversion and transition examples use.
                        widgets={"source_text": "photo", "target_text": "(unused: target_images connected)",
                                 "templates": "single", "num_source_samples": 16},
                        inputs={"clip": (clip, 0), "target_images": (images, 0), "generator": (gen, 0)})
-    adapt = wf.add("NADAAdaptGenerator", [1210, 20], size=[400, 0], min_height=300,
+    adapt = wf.add("NADAAdaptGenerator", [1210, 20], size=[400, 0],
                    widgets={"iterations": 300, "mixing_prob": 0.0},
                    inputs={"generator": (gen, 0), "clip": (clip, 0), "direction": (direction, 0),
                            "schedule": (sched, 0)})

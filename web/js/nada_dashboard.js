@@ -56,9 +56,9 @@ function injectStyle() {
 .nada-dash .nada-heat-axis { display:flex; flex-direction:column; justify-content:space-between; font-size:9px; opacity:.75; }
 .nada-dash canvas.nada-heat { flex:1; min-width:0; height:60px; display:block; image-rendering:pixelated; border-radius:3px; }
 .nada-dash .nada-caption { font-size:9px; opacity:.75; }
-.nada-dash .nada-preview { flex:1 1 auto; min-height:110px; display:flex; align-items:center; justify-content:center; }
+.nada-dash .nada-preview { flex:1 1 auto; min-height:60px; display:flex; align-items:center; justify-content:center; }
 .nada-dash .nada-preview img { max-width:100%; max-height:100%; object-fit:contain; border-radius:3px; display:none; }
-.nada-dash .nada-message { color:#e5534b; font-size:10px; white-space:normal; overflow-wrap:anywhere; max-height:4.2em; overflow:auto; flex:none; }
+.nada-dash .nada-message { color:#e5534b; font-size:10px; white-space:normal; overflow-wrap:anywhere; flex:none; }
 .nada-dash .nada-message.kept { color:var(--input-text,#ddd); }
 .nada-dash .nada-snaps { font-size:10px; opacity:.85; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; flex:none; display:none; }
 .nada-dash .nada-snaps.on { display:block; }
