@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import io
 import math
+import operator
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .fileio import make_readable, temp_path_beside
+from .fileio import commit_temp, discard_temp, temp_path_beside
 from .interpolate import GeneratorPath
 from .latent_tools import INTERPOLATION_MODES, interpolate
 
@@ -212,14 +214,11 @@ class _AtomicWriter:
     """Base: frames go to a temp file in the destination folder; ``close()`` renames it into
     place, ``abort()`` deletes it. As a context manager, an exception aborts."""
 
-    suffix = ".bin"
-
     def __init__(self, path, fps: float):
+        from .limits import check
         self.path = os.fspath(path)
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
-        self.fps = float(fps)
-        self.tmp = temp_path_beside(self.path, self.suffix)
+        self.fps = check("fps", fps, self.path)
+        self.tmp = temp_path_beside(self.path)
         self.frames = 0
         self.size: tuple[int, int] | None = None   # (width, height) of the written frames
         self.closed = False
@@ -259,8 +258,7 @@ class _AtomicWriter:
         except BaseException:
             self.abort()
             raise
-        make_readable(self.tmp)
-        os.replace(self.tmp, self.path)
+        commit_temp(self.tmp, self.path)
         self.closed = True
         return self.path
 
@@ -272,10 +270,7 @@ class _AtomicWriter:
             self._cleanup()
         except Exception:
             pass
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
+        discard_temp(self.tmp)
 
     def __enter__(self):
         return self
@@ -291,12 +286,11 @@ class _AtomicWriter:
 class Mp4Writer(_AtomicWriter):
     """H.264 in MP4 via PyAV (libx264, yuv420p), streamed frame by frame."""
 
-    suffix = ".mp4"
-
     def __init__(self, path, fps: float = 24, crf: int = 18, preset: str = "medium"):
-        super().__init__(path, fps)
-        self.crf = int(crf)
+        from .limits import check
+        self.crf = check("crf", crf, os.fspath(path), field="quality (CRF)")
         self.preset = preset
+        super().__init__(path, fps)
         self._container = None
         self._stream = None
 
@@ -383,12 +377,15 @@ def _parse_single_gif(data: bytes) -> tuple[bytes, int, bytes]:
 class GifWriter(_AtomicWriter):
     """Animated GIF, streamed: every frame gets its own 256-colour palette (local colour table)."""
 
-    suffix = ".gif"
-
     def __init__(self, path, fps: float = 24, loop: int = 0):
+        from .limits import check
+        self.loop = check("loop_count", loop, os.fspath(path), field="loop")
         super().__init__(path, fps)
-        self.loop = int(loop)
-        self._fh = open(self.tmp, "wb")
+        try:
+            self._fh = open(self.tmp, "wb")
+        except BaseException:
+            discard_temp(self.tmp)
+            raise
 
     def _write(self, a):
         from PIL import Image
@@ -435,27 +432,35 @@ class WebpWriter(_AtomicWriter):
     """Animated WebP: PyAV libwebp_anim when available (streamed; the encoder keeps only the
     compressed frames), else Pillow (all frames kept in memory until ``close``)."""
 
-    suffix = ".webp"
-
     def __init__(self, path, fps: float = 24, quality: int = 90, lossless: bool = False, loop: int = 0,
                  backend: str = "auto"):
-        super().__init__(path, fps)
-        self.quality = int(quality)
+        from .limits import check
+        self.quality = check("webp_quality", quality, os.fspath(path), field="quality")
         self.lossless = bool(lossless)
-        self.loop = int(loop)
+        self.loop = check("loop_count", loop, os.fspath(path), field="loop")
         if backend == "auto":
             backend = "pyav" if _pyav_has("libwebp_anim") else "pillow"
         if backend not in ("pyav", "pillow"):
             raise ValueError(f"webp backend must be auto, pyav or pillow, got {backend!r}")
         self.backend = backend
+        super().__init__(path, fps)
         self.streams = backend == "pyav"
         self._container = None
         self._stream = None
         self._frames: list = []
+        self._kept_bytes = 0
 
     def _write(self, a):
         if self.backend == "pillow":
             from PIL import Image
+
+            from .limits import physical_memory_bytes
+            self._kept_bytes += a.nbytes
+            have = physical_memory_bytes()
+            if have is not None and self._kept_bytes > have // 2:
+                raise ValueError(f"{self.path}: an animated WebP written with Pillow keeps every frame in memory, and "
+                                 f"{self.frames + 1} frames need more than half of this machine's memory; write MP4 "
+                                 "or GIF (streamed), or install PyAV with libwebp")
             self._frames.append(Image.fromarray(a, "RGB"))
             return
         import av
@@ -504,33 +509,77 @@ def open_writer(path, fps: float = 24, quality: int | None = None, loop: int = 0
     return GifWriter(path, fps, loop=loop)
 
 
-def probe_video(path) -> dict:
-    """Decode a written file: {'frames', 'width', 'height', 'format'} (used by tests and the
-    CLI's resume check)."""
+def probe_video(path, max_frames: int | None = None) -> dict:
+    """Decode a file the writers made: {'frames', 'width', 'height', 'format'} (used by the
+    tests).  Bounded like every reader: the frame size is checked against
+    :func:`nada_ops.io.images.max_image_pixels` before decoding, at most ``max_frames``
+    (default ``limits.RANGES['frames'].hi``) frames are decoded, and a bad file gives an
+    :class:`~nada_ops.io.images.ImageFileError` naming it."""
+    from .io.images import ImageFileError, max_image_pixels
+    from .limits import RANGES
     p = os.fspath(path)
     fmt = format_from_path(p)
-    if fmt == "mp4":
-        import av
-        with av.open(p) as c:
-            st = c.streams.video[0]
-            n = 0
-            w = h = None
-            for fr in c.decode(st):
-                n += 1
-                w, h = fr.width, fr.height
-            return {"frames": n, "width": w, "height": h, "format": fmt, "codec": st.codec_context.name,
-                    "pix_fmt": st.codec_context.pix_fmt}
-    from PIL import Image
-    with Image.open(p) as im:
-        n = getattr(im, "n_frames", 1)
-        w, h = im.size
-        for i in range(n):   # decode every frame
-            im.seek(i)
-            im.load()
-        return {"frames": n, "width": w, "height": h, "format": fmt}
+    limit_frames = int(max_frames or RANGES["frames"].hi)
+    limit_px = max_image_pixels()
+
+    def check_size(w, h):
+        if w is None or h is None or w * h > limit_px:
+            raise ImageFileError(p, f"video frames are {w}x{h}, more than the limit of {limit_px} pixels")
+
+    def check_count(n):
+        if n > limit_frames:
+            raise ImageFileError(p, f"more than {limit_frames} frames")
+
+    try:
+        if fmt == "mp4":
+            import av
+            with av.open(p) as c:
+                if not c.streams.video:
+                    raise ImageFileError(p, "no video stream")
+                st = c.streams.video[0]
+                check_size(st.codec_context.width, st.codec_context.height)
+                n = 0
+                w = h = None
+                for fr in c.decode(st):
+                    n += 1
+                    check_count(n)
+                    w, h = fr.width, fr.height
+                return {"frames": n, "width": w, "height": h, "format": fmt, "codec": st.codec_context.name,
+                        "pix_fmt": st.codec_context.pix_fmt}
+        import warnings
+
+        from PIL import Image
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            w, h = im.size
+            check_size(w, h)
+            n = getattr(im, "n_frames", 1)
+            check_count(n)
+            for i in range(n):   # decode every frame
+                im.seek(i)
+                im.load()
+            return {"frames": n, "width": w, "height": h, "format": fmt}
+    except ImageFileError:
+        raise
+    except Exception as e:       # PIL: OSError/SyntaxError/...; PyAV: av.FFmpegError
+        raise ImageFileError(p, f"cannot decode the video ({type(e).__name__}: {e})") from None
 
 
 # ----------------------------------------------------------------------- whole renders
+def _check_collect_size(frames: int, height: int, width: int) -> None:
+    """Returning every frame keeps them all (float32): refuse a request that cannot fit in
+    the machine's memory, before allocating, instead of swapping or being killed."""
+    from .limits import physical_memory_bytes
+    need = int(frames) * int(height) * int(width) * 3 * 4
+    have = physical_memory_bytes()
+    if have is not None and need > have:
+        raise ValueError(f"returning all {frames} frames of {width}x{height} needs {need / 2 ** 30:.1f} GiB, more "
+                         f"than this machine's {have / 2 ** 30:.1f} GiB of memory: render fewer frames, or write the "
+                         "video only (return only the last frame)")
+
+
 def render_transition(generators, ws: torch.Tensor, num_frames: int, *, easing: str = "ease_in_out",
                       loop: bool = False, keyframes: torch.Tensor | None = None, latent_mode: str = "lerp",
                       direction_offset: torch.Tensor | None = None, direction_strength: float = 0.0,
@@ -576,6 +625,7 @@ def render_transition(generators, ws: torch.Tensor, num_frames: int, *, easing: 
             if collect:
                 if out is None:
                     gh, gw = grid.shape[:2]
+                    _check_collect_size(len(plans), gh, gw)
                     out = torch.empty([len(plans), gh, gw, 3], dtype=torch.float32)
                 out[fr.index] = torch.from_numpy(grid).float().div_(255)
             elif last_frame and is_last:
