@@ -144,6 +144,15 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
+def check_memory(need_bytes: int, what: str, hint: str = "") -> None:
+    """Refuse, before allocating, a request whose result alone exceeds the installed
+    memory (it would swap for hours or be killed); no check where the OS does not tell."""
+    have = physical_memory_bytes()
+    if have is not None and need_bytes > have:
+        raise ValueError(f"{what} needs {need_bytes / 2 ** 30:.1f} GiB, more than this machine's "
+                         f"{have / 2 ** 30:.1f} GiB of memory" + (f": {hint}" if hint else ""))
+
+
 def _short(v, n: int = 60) -> str:
     s = repr(v)
     return s if len(s) <= n else s[:n - 3] + "..."

@@ -73,38 +73,77 @@ class FramePlan:
     latent_u: float      # u in [0, 1]: how far the latents have moved (0 = start latents)
 
 
+class FramePlans(Sequence):
+    """The frame schedule of a clip, computed frame by frame from the index: nothing
+    proportional to the number of frames is stored (a 10^9-frame plan costs a few bytes;
+    the work is only done for the frames actually rendered).  A read-only sequence of
+    :class:`FramePlan`; see :func:`plan_frames`."""
+
+    def __init__(self, num_frames: int, num_generators: int, easing: str = "ease_in_out", loop: bool = False):
+        if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)):
+            raise ValueError(f"frames must be a whole number, got {type(num_frames).__name__} {num_frames!r:.40}")
+        self.num_frames = int(num_frames)
+        if self.num_frames < 1:
+            raise ValueError(f"frames must be >= 1, got {self.num_frames}")
+        self.k = int(num_generators)
+        if self.k < 2:
+            raise ValueError(f"a transition needs at least 2 generators, got {self.k}")
+        if easing not in EASINGS:
+            raise ValueError(f"easing must be one of {list(EASINGS)}, got {easing!r}")
+        self.easing = easing
+        self.loop = bool(loop)
+        # the path through the generators: 0 .. K-1 (.. back to 0 when looping)
+        self._nodes = list(range(self.k)) + (list(range(self.k - 2, -1, -1)) if self.loop else [])
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def plan(self, f: int) -> FramePlan:
+        n, loop, easing, nodes = self.num_frames, self.loop, self.easing, self._nodes
+        if loop:
+            p = f / n
+        else:
+            p = f / (n - 1) if n > 1 else 0.0
+        n_seg = len(nodes) - 1
+        x = p * n_seg
+        seg = min(int(math.floor(x)), n_seg - 1)
+        local = ease(easing, x - seg)
+        s = nodes[seg] + (nodes[seg + 1] - nodes[seg]) * local
+        s = min(max(s, 0.0), self.k - 1.0)
+        u = ease(easing, 1 - abs(2 * p - 1)) if loop else ease(easing, p)
+        return FramePlan(f, p, s, u)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.plan(j) for j in range(*i.indices(self.num_frames))]
+        i = operator.index(i)
+        if i < 0:
+            i += self.num_frames
+        if not 0 <= i < self.num_frames:
+            raise IndexError(f"frame {i} outside 0..{self.num_frames - 1}")
+        return self.plan(i)
+
+    def __iter__(self):
+        for f in range(self.num_frames):
+            yield self.plan(f)
+
+    def __repr__(self):
+        return (f"FramePlans(frames={self.num_frames}, generators={self.k}, easing={self.easing!r}, "
+                f"loop={self.loop})")
+
+
 def plan_frames(num_frames: int, num_generators: int, easing: str = "ease_in_out",
-                loop: bool = False) -> list[FramePlan]:
+                loop: bool = False) -> FramePlans:
     """Frame schedule.  The weights move through the generators one segment after another,
     with ``easing`` applied inside each segment (so the video lingers on every model); the
     latent motion uses the same easing over the whole clip.
 
     ``loop``: go A -> ... -> last -> ... -> A and leave out the final frame (it would equal the
-    first), for seamless looping GIF/WebP; the latent motion goes out and back."""
-    num_frames = int(num_frames)
-    if num_frames < 1:
-        raise ValueError(f"frames must be >= 1, got {num_frames}")
-    k = int(num_generators)
-    if k < 2:
-        raise ValueError(f"a transition needs at least 2 generators, got {k}")
-    if easing not in EASINGS:
-        raise ValueError(f"easing must be one of {list(EASINGS)}, got {easing!r}")
-    nodes = list(range(k)) + (list(range(k - 2, -1, -1)) if loop else [])
-    n_seg = len(nodes) - 1
-    plans = []
-    for f in range(num_frames):
-        if loop:
-            p = f / num_frames
-        else:
-            p = f / (num_frames - 1) if num_frames > 1 else 0.0
-        x = p * n_seg
-        seg = min(int(math.floor(x)), n_seg - 1)
-        local = ease(easing, x - seg)
-        s = nodes[seg] + (nodes[seg + 1] - nodes[seg]) * local
-        s = min(max(s, 0.0), k - 1.0)
-        u = ease(easing, 1 - abs(2 * p - 1)) if loop else ease(easing, p)
-        plans.append(FramePlan(f, p, s, u))
-    return plans
+    first), for seamless looping GIF/WebP; the latent motion goes out and back.
+
+    Returns a lazy sequence (:class:`FramePlans`): each plan is computed from its index when
+    it is read, so the cost does not grow with ``num_frames`` until frames are rendered."""
+    return FramePlans(num_frames, num_generators, easing, loop)
 
 
 # ------------------------------------------------------------------------ latent motion
@@ -162,7 +201,7 @@ class Frame:
     images: torch.Tensor   # [N, C, H, W] float32 in [-1, 1] (unclamped), on the render device
 
 
-def iter_transition(path: GeneratorPath, motion: LatentMotion, plans: list[FramePlan], batch_size: int = 8,
+def iter_transition(path: GeneratorPath, motion: LatentMotion, plans, batch_size: int = 8,
                     noise_mode: str = "const", noise_seed: int = 0,
                     dtype: torch.dtype = torch.float32) -> Iterator[Frame]:
     """Yield one :class:`Frame` per plan entry.  ``noise_mode='random'`` gives every latent its own
@@ -571,13 +610,10 @@ def probe_video(path, max_frames: int | None = None) -> dict:
 def _check_collect_size(frames: int, height: int, width: int) -> None:
     """Returning every frame keeps them all (float32): refuse a request that cannot fit in
     the machine's memory, before allocating, instead of swapping or being killed."""
-    from .limits import physical_memory_bytes
-    need = int(frames) * int(height) * int(width) * 3 * 4
-    have = physical_memory_bytes()
-    if have is not None and need > have:
-        raise ValueError(f"returning all {frames} frames of {width}x{height} needs {need / 2 ** 30:.1f} GiB, more "
-                         f"than this machine's {have / 2 ** 30:.1f} GiB of memory: render fewer frames, or write the "
-                         "video only (return only the last frame)")
+    from .limits import check_memory
+    check_memory(int(frames) * int(height) * int(width) * 3 * 4,
+                 f"returning all {frames} frames of {width}x{height}",
+                 "render fewer frames, or write the video only (return only the last frame)")
 
 
 def render_transition(generators, ws: torch.Tensor, num_frames: int, *, easing: str = "ease_in_out",

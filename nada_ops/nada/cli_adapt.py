@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 
+from ..limits import arg
+
 
 def _parse_clip(specs: list[str]) -> list[tuple[str, float]]:
     out = []
@@ -28,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="target domain text")
     p.add_argument("--target-images", default=None,
                    help="few-shot: folder or glob of target-domain images (instead of --target)")
-    p.add_argument("--num-source-samples", type=int, default=16, help="generated source images (few-shot)")
+    p.add_argument("--num-source-samples", type=arg("num_source_samples"), default=16,
+                   help="generated source images (few-shot)")
     p.add_argument("--templates", choices=["nada", "imagenet", "single"], default="nada")
     p.add_argument("--clip", action="append", default=None,
                    help="CLIP model NAME[:WEIGHT], repeatable (default: ViT-B-32:1 ViT-B-16:1)")
@@ -37,20 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "or NAME=random for benchmarks")
     p.add_argument("--clip-dir", action="append", default=[],
                    help="folder to search for CLIP weights (like ComfyUI's models/open_clip)")
-    p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--iterations", type=arg("iterations"), default=300)
+    p.add_argument("--batch", type=arg("train_batch"), default=2)
+    p.add_argument("--lr", type=arg("lr"), default=0.002)
     p.add_argument("--reference-lr-scale", action="store_true",
                    help="scale lr and Adam betas by 0.8 like the reference implementation")
-    p.add_argument("--mixing", type=float, default=0.9, help="style-mixing probability (0 for sketches/animals)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixing", type=arg("mixing"), default=0.9,
+                   help="style-mixing probability (0 for sketches/animals)")
+    p.add_argument("--seed", type=arg("seed"), default=0)
     p.add_argument("--schedule", choices=["all", "adaptive", "manual"], default="all")
-    p.add_argument("--k", type=int, default=None, help="adaptive: W+ indices per iteration")
+    p.add_argument("--k", type=arg("k"), default=None, help="adaptive: W+ indices per iteration")
     p.add_argument("--layers", default="", help="manual: groups coarse/middle/fine and/or W+ indices")
-    p.add_argument("--n-w", type=int, default=8)
-    p.add_argument("--n-i", type=int, default=1)
-    p.add_argument("--lambda-global", type=float, default=0.0)
-    p.add_argument("--preview-every", type=int, default=50, help="write a sample grid every N iterations")
+    p.add_argument("--n-w", type=arg("n_w"), default=8)
+    p.add_argument("--n-i", type=arg("n_i"), default=1)
+    p.add_argument("--lambda-global", type=arg("lambda_global"), default=0.0)
+    p.add_argument("--preview-every", type=arg("preview_every"), default=50,
+                   help="write a sample grid every N iterations")
     p.add_argument("--sample-dir", default=None, help="where sample grids go (default: next to --out)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True, help="output .safetensors")
