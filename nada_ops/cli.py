@@ -183,17 +183,14 @@ def cmd_render_transition(argv):
     return 0
 
 
-def _load_images(paths):
-    """Image files -> list of [1, 3, H, W] tensors in [-1, 1]."""
-    import numpy as np
+def _load_images(paths, resolution: int):
+    """Image files -> one [N, 3, R, R] tensor in [-1, 1] at the generator's resolution
+    (centre-cropped; decoded through the bounded reader, reduced before any float copy)."""
     import torch
-    from PIL import Image
-    out = []
-    for path in paths:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1
-        out.append(torch.from_numpy(arr).permute(2, 0, 1)[None])
-    return out
+
+    from .io.images import read_image_batch
+    arr = read_image_batch(paths, resolution, crop=True)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 @command("invert", "invert photos into W/W+ latents (optimization); writes latents .pt + reconstruction PNG")
@@ -225,7 +222,7 @@ def cmd_invert(argv):
     dev = _device(a.device)
     h = load_generator(a.generator, device=dev)
     res = h.cfg.img_resolution
-    target = torch.cat([prepare_target(x, res) for x in _load_images(a.image)])
+    target = prepare_target(_load_images(a.image, res), res)
     clip = None
     if a.clip:
         from .clip import load_clip

@@ -110,3 +110,30 @@ def test_batch_at_a_common_size_and_file_count_limit(tmp_path):
     assert tuple(b[0, 16, 16]) == (255, 0, 0) and tuple(b[1, 0, 0]) == (128, 128, 128)
     with pytest.raises(ValueError, match="2 image files given .* at most 1"):
         read_images([tmp_path / "wide.png", tmp_path / "tall.png"], max_files=1)
+
+
+def test_cli_reduces_images_before_any_float_copy(tmp_path):
+    """The invert CLI used to make a full-size float32 copy of every photo (144 MP -> 1.7 GB)
+    before resizing it to the generator's 32 px."""
+    from nada_ops.cli import _load_images
+    Image.new("RGB", (3000, 2000), (0, 128, 255)).save(tmp_path / "photo.png")
+    tracemalloc.start()
+    try:
+        x = _load_images([tmp_path / "photo.png"], 32)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert tuple(x.shape) == (1, 3, 32, 32)
+    assert float(x[0, 2, 0, 0]) == pytest.approx(1.0) and float(x[0, 0, 0, 0]) == pytest.approx(-1.0)
+    assert peak < 8 * 2 ** 20           # the full-size float32 copy alone was 72 MB
+
+
+def test_cli_invert_names_a_bad_image(tmp_path, tiny_G, capsys):
+    from nada_ops.cli import main
+    from nada_ops.stylegan.io import save_generator
+    save_generator(tiny_G, tmp_path / "g.safetensors")
+    (tmp_path / "x.jpg").write_text("hello")
+    rc = main(["invert", "--generator", str(tmp_path / "g.safetensors"), "--image", str(tmp_path / "x.jpg"),
+               "--steps", "1", "--out", str(tmp_path / "lat.pt")])
+    assert rc == 1
+    assert f"error: {tmp_path / 'x.jpg'}: not an image file" in capsys.readouterr().err

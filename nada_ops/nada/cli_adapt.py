@@ -95,9 +95,12 @@ def run(argv) -> int:
     if a.target is not None:
         direction = text_direction(ens, a.source, a.target, a.templates)
     else:
+        from ..io.images import read_images
         files = _image_files(a.target_images)
-        from PIL import Image
-        imgs = [Image.open(f).convert("RGB") for f in files]
+        # decoded (bounded, reduced while decoding) only as large as the largest CLIP input
+        side = max(max(m.input_size) if isinstance(m.input_size, (tuple, list)) else int(m.input_size)
+                   for m in ens.models)
+        imgs = read_images(files, max_side=side)
         lat = sample_latents(handle.G, range(a.num_source_samples), 1.0)
         src = synthesize(handle.G, lat.ws, "const", 8)
         direction = image_direction(ens, imgs, src, source_layout="generator")
@@ -160,11 +163,24 @@ def run(argv) -> int:
 
 
 def _image_files(spec: str) -> list[str]:
-    exts = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+    from ..io.images import IMAGE_SUFFIXES, MAX_IMAGE_FILES
     if os.path.isdir(spec):
-        files = sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.lower().endswith(exts))
+        files = []
+        with os.scandir(spec) as it:
+            for e in it:
+                if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file():
+                    files.append(e.path)
+                    if len(files) > MAX_IMAGE_FILES:
+                        break
     else:
-        files = sorted(f for f in glob.glob(spec) if f.lower().endswith(exts))
+        files = []
+        for f in glob.iglob(spec):
+            if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(f):
+                files.append(f)
+                if len(files) > MAX_IMAGE_FILES:
+                    break
     if not files:
-        raise SystemExit(f"--target-images {spec!r}: no images found (png/jpg/webp/bmp)")
-    return files
+        raise SystemExit(f"--target-images {spec!r}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    if len(files) > MAX_IMAGE_FILES:
+        raise SystemExit(f"--target-images {spec!r}: more than {MAX_IMAGE_FILES} images; use a smaller set")
+    return sorted(files)
