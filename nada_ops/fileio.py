@@ -43,7 +43,8 @@ _TEMP_DIR = re.compile(r"^\.tmp-nada-([0-9a-f]{8})-(\d+)-[A-Za-z0-9_]+$")
 
 
 def make_readable(path) -> None:
-    """mkstemp creates files as 0600; give a finished file the usual 0666 & ~umask."""
+    """Temporary files may be created 0600 (safetensors' Rust tempfile, mkstemp); give a
+    finished file the usual 0666 & ~umask."""
     try:
         mask = os.umask(0)
         os.umask(mask)
