@@ -5,6 +5,8 @@ import argparse
 import sys
 import time
 
+from .limits import arg
+
 COMMANDS = {}
 
 
@@ -60,15 +62,16 @@ def cmd_sample(argv):
     p = argparse.ArgumentParser(prog="python -m nada_ops sample")
     p.add_argument("--generator", required=True)
     p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9")
-    p.add_argument("--psi", type=float, default=0.7, help="truncation psi (1 = none)")
-    p.add_argument("--cutoff", type=int, default=None, help="truncate only the first N W+ entries")
-    p.add_argument("--class", dest="class_idx", type=int, default=None, help="class label (conditional models)")
-    p.add_argument("--mix-seed", type=int, default=None, help="style-mixing seed")
-    p.add_argument("--crossover", type=int, default=8, help="first W+ index from the mixing seed")
+    p.add_argument("--psi", type=arg("psi"), default=0.7, help="truncation psi (1 = none)")
+    p.add_argument("--cutoff", type=arg("cutoff"), default=None, help="truncate only the first N W+ entries")
+    p.add_argument("--class", dest="class_idx", type=arg("class_idx"), default=None,
+                   help="class label (conditional models)")
+    p.add_argument("--mix-seed", type=arg("seed"), default=None, help="style-mixing seed")
+    p.add_argument("--crossover", type=arg("crossover"), default=8, help="first W+ index from the mixing seed")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--batch", type=arg("batch"), default=8)
     p.add_argument("--device", default="auto")
-    p.add_argument("--cols", type=int, default=None)
+    p.add_argument("--cols", type=arg("cols"), default=None)
     p.add_argument("--out", required=True, help="PNG grid path; with --separate, a folder")
     p.add_argument("--separate", action="store_true", help="write one PNG per seed into --out/")
     a = p.parse_args(argv)
@@ -77,19 +80,30 @@ def cmd_sample(argv):
     from .latents import parse_seeds
     from .stylegan.io import load_generator
     from .stylegan.sampling import sample_latents, save_image_grid, synthesize
-    h = load_generator(a.generator, device=_device(a.device))
     seeds = parse_seeds(a.seeds)
-    lat = sample_latents(h.G, seeds, a.psi, a.cutoff, a.class_idx,
-                         [a.mix_seed] if a.mix_seed is not None else None,
-                         a.crossover if a.mix_seed is not None else None)
-    img = synthesize(h.G, lat.ws, a.noise_mode, a.batch, progress=ProgressPrinter("sample"))
-    if a.separate:
+    h = load_generator(a.generator, device=_device(a.device))
+
+    def render(chunk, progress=None):
+        lat = sample_latents(h.G, chunk, a.psi, a.cutoff, a.class_idx,
+                             [a.mix_seed] if a.mix_seed is not None else None,
+                             a.crossover if a.mix_seed is not None else None)
+        return synthesize(h.G, lat.ws, a.noise_mode, a.batch, progress=progress)
+
+    if a.separate:   # streamed: one batch in memory at a time, whatever the number of seeds
         os.makedirs(a.out, exist_ok=True)
-        for s, im in zip(seeds, img):
-            save_image_grid(im[None], os.path.join(a.out, f"seed{s:04d}.png"))
+        bar = ProgressPrinter("sample")
+        for i in range(0, len(seeds), a.batch):
+            chunk = seeds[i:i + a.batch]
+            for s, im in zip(chunk, render(chunk)):
+                save_image_grid(im[None], os.path.join(a.out, f"seed{s:04d}.png"))
+            bar(i + len(chunk), len(seeds))
         print(f"wrote {len(seeds)} images to {a.out}")
     else:
-        save_image_grid(img, a.out, a.cols)
+        from .limits import check_memory
+        res = h.cfg.img_resolution
+        check_memory(2 * len(seeds) * h.cfg.img_channels * res * res * 4, f"a grid of {len(seeds)} {res}px images",
+                     "sample fewer seeds, or write them one by one with --separate")
+        save_image_grid(render(seeds, ProgressPrinter("sample")), a.out, a.cols)
         print(f"wrote {a.out} ({len(seeds)} seeds, psi {a.psi})")
     return 0
 
@@ -106,28 +120,30 @@ def cmd_render_transition(argv):
     p.add_argument("--out", required=True, help="output folder (a job file writes one sub-folder per job)")
     p.add_argument("--seeds", default=None, help="e.g. 0-15 (default 0-7 unless --latents)")
     p.add_argument("--latents", default=None, help="latents file (.pt from `invert`, or [N, num_ws, w_dim] tensor)")
-    p.add_argument("--psi", type=float, default=0.7, help="truncation psi for seeds")
-    p.add_argument("--cutoff", type=int, default=None, help="truncate only the first N W+ entries")
-    p.add_argument("--class", dest="class_idx", type=int, default=None, help="class label (conditional models)")
+    p.add_argument("--psi", type=arg("psi"), default=0.7, help="truncation psi for seeds")
+    p.add_argument("--cutoff", type=arg("cutoff"), default=None, help="truncate only the first N W+ entries")
+    p.add_argument("--class", dest="class_idx", type=arg("class_idx"), default=None,
+                   help="class label (conditional models)")
     p.add_argument("--end-seeds", default=None, help="latents also move towards these seeds (one or one per seed)")
     p.add_argument("--latent-mode", choices=["lerp", "slerp"], default="lerp")
     p.add_argument("--direction", default=None, help="editing direction file (.npy/.pt) to move along")
-    p.add_argument("--strength", type=float, default=0.0, help="edit strength reached at the end")
+    p.add_argument("--strength", type=arg("strength"), default=0.0, help="edit strength reached at the end")
     p.add_argument("--layers", default=None, help="W+ entries the edit applies to, e.g. 0-5")
-    p.add_argument("--frames", type=int, default=120)
-    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--frames", type=arg("frames"), default=120)
+    p.add_argument("--fps", type=arg("fps"), default=30.0)
     from .video import EASING_NAMES
     p.add_argument("--easing", choices=list(EASING_NAMES), default="ease_in_out")
     p.add_argument("--loop", action="store_true", help="return to the first model (seamless loop)")
     p.add_argument("--format", choices=["mp4", "webp", "gif"], default="mp4")
     p.add_argument("--layout", choices=["separate", "grid"], default="separate",
                    help="one file per latent (default) or one grid video")
-    p.add_argument("--cols", type=int, default=None, help="grid columns")
-    p.add_argument("--quality", type=int, default=None, help="MP4 CRF (default 18) / WebP quality (default 90)")
-    p.add_argument("--batch", type=int, default=8, help="latents rendered at once")
-    p.add_argument("--max-writers", type=int, default=16, help="files encoded at the same time")
+    p.add_argument("--cols", type=arg("cols"), default=None, help="grid columns")
+    p.add_argument("--quality", type=arg("quality"), default=None,
+                   help="MP4 CRF 0-51 (default 18) / WebP quality 0-100 (default 90)")
+    p.add_argument("--batch", type=arg("batch"), default=8, help="latents rendered at once")
+    p.add_argument("--max-writers", type=arg("max_writers"), default=16, help="files encoded at the same time")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
-    p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--noise-seed", type=arg("noise_seed"), default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true", help="render again even if outputs exist")
     a = p.parse_args(argv)
@@ -167,17 +183,14 @@ def cmd_render_transition(argv):
     return 0
 
 
-def _load_images(paths):
-    """Image files -> list of [1, 3, H, W] tensors in [-1, 1]."""
-    import numpy as np
+def _load_images(paths, resolution: int):
+    """Image files -> one [N, 3, R, R] tensor in [-1, 1] at the generator's resolution
+    (centre-cropped; decoded through the bounded reader, reduced before any float copy)."""
     import torch
-    from PIL import Image
-    out = []
-    for path in paths:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.float32) / 127.5 - 1
-        out.append(torch.from_numpy(arr).permute(2, 0, 1)[None])
-    return out
+
+    from .io.images import read_image_batch
+    arr = read_image_batch(paths, resolution, crop=True)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
 
 
 @command("invert", "invert photos into W/W+ latents (optimization); writes latents .pt + reconstruction PNG")
@@ -187,15 +200,15 @@ def cmd_invert(argv):
     p.add_argument("--image", nargs="+", required=True, help="photo(s); non-square ones are center-cropped")
     p.add_argument("--out", required=True, help="latents file to write (.pt)")
     p.add_argument("--recon", default=None, help="PNG of target | reconstruction pairs (default: next to --out)")
-    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--steps", type=arg("steps"), default=500)
     p.add_argument("--mode", choices=["w", "w+"], default="w")
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--lr", type=arg("lr"), default=0.1)
     p.add_argument("--optimize-noise", action="store_true")
-    p.add_argument("--noise-regularize", type=float, default=1e5)
+    p.add_argument("--noise-regularize", type=arg("noise_regularize"), default=1e5)
     p.add_argument("--clip", default=None, help="CLIP architecture for the perceptual loss, e.g. ViT-B-32")
     p.add_argument("--clip-weights", default=None, help="local CLIP weights file or folder (no download)")
-    p.add_argument("--perceptual-weight", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--perceptual-weight", type=arg("perceptual_weight"), default=1.0)
+    p.add_argument("--seed", type=arg("seed"), default=0)
     p.add_argument("--device", default="auto")
     a = p.parse_args(argv)
     import os
@@ -209,7 +222,7 @@ def cmd_invert(argv):
     dev = _device(a.device)
     h = load_generator(a.generator, device=dev)
     res = h.cfg.img_resolution
-    target = torch.cat([prepare_target(x, res) for x in _load_images(a.image)])
+    target = prepare_target(_load_images(a.image, res), res)
     clip = None
     if a.clip:
         from .clip import load_clip
@@ -238,7 +251,7 @@ def cmd_interpolate_models(argv):
     p = argparse.ArgumentParser(prog="python -m nada_ops interpolate-models")
     p.add_argument("--a", required=True, help="generator at t = 0")
     p.add_argument("--b", required=True, help="generator at t = 1 (same architecture)")
-    p.add_argument("--t", type=float, required=True)
+    p.add_argument("--t", type=arg("blend_t"), required=True)
     p.add_argument("--out", required=True, help=".safetensors to write")
     a = p.parse_args(argv)
     from .interpolate import blend_generators

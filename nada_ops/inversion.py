@@ -242,17 +242,18 @@ def prepare_target(images: torch.Tensor, resolution: int, crop: str = "center") 
     when no resize is needed)."""
     if images.ndim != 4:
         raise ValueError(f"images must be [N, C, H, W], got {tuple(images.shape)}")
-    x = images.float()
-    if x.shape[1] == 1:
-        x = x.repeat(1, 3, 1, 1)
-    x = x[:, :3]
+    if crop not in CROP_MODES:
+        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    # crop and pick channels on a view first: no full-size copy of a large photo
+    x = images[:, :3]
     h, w = x.shape[2:]
     if crop == "center" and h != w:
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
         x = x[:, :, top:top + s, left:left + s]
-    elif crop not in CROP_MODES:
-        raise ValueError(f"crop must be one of {CROP_MODES}, got {crop!r}")
+    x = x.float()
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
     if x.shape[2] != resolution or x.shape[3] != resolution:
         x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", align_corners=False,
                           antialias=True).clamp(-1, 1)   # bicubic rings slightly past the range

@@ -19,11 +19,17 @@ Relative paths in a job file are relative to the job file's folder.  Each job wr
 files into place, so an existing file is a finished one); only missing latents are rendered.
 ``overwrite`` renders everything again.  Each job folder also gets ``job.json`` (the
 settings used).
+
+Job files are untrusted input: every field is checked for its type and range (the ranges
+in :mod:`nada_ops.limits`, shared with the command line), a file over 4 MiB or with over
+1000 jobs is refused, and every error names the file, the job and the field.  Frame plans
+are computed per frame, so nothing grows with ``frames`` before frames are rendered.
 """
 from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass, field, fields
 
 from .video import EASING_NAMES, VIDEO_FORMATS
@@ -56,76 +62,146 @@ class TransitionJob:
     max_writers: int = 16             # files encoded at the same time (separate layout)
 
     def validate(self, where: str = "job") -> "TransitionJob":
+        """Check every field's type and range (:mod:`nada_ops.limits`) and normalise it in
+        place; ValueError naming ``where`` and the field otherwise."""
+        from .latents import parse_seeds
+        from .limits import MAX_GENERATORS, check, check_text
+
         def bad(msg):
             raise ValueError(f"{where}: {msg}")
-        if not isinstance(self.generators, (list, tuple)) or len(self.generators) < 2:
-            bad(f"'generators' must list at least 2 generator files, got {self.generators!r}")
+
+        def choice(field, options):
+            v = getattr(self, field)
+            if not isinstance(v, str) or v not in options:
+                bad(f"'{field}' must be one of {list(options)}, got {v!r:.60}")
+
+        g = self.generators
+        if not isinstance(g, (list, tuple)) or not 2 <= len(g) <= MAX_GENERATORS:
+            n = f"{len(g)} entries" if isinstance(g, (list, tuple)) else f"{type(g).__name__} {g!r:.60}"
+            bad(f"'generators' must list at least 2 generator files (at most {MAX_GENERATORS}), got {n}")
+        self.generators = [check_text(x, where, f"generators[{i}]") for i, x in enumerate(g)]
+        if any(not x.strip() for x in self.generators):
+            bad("'generators' contains an empty file name")
+        self.name = check_text(self.name, where, "name", max_chars=200)
+        if self.name and (self.name in (".", "..") or any(c in self.name for c in "/\\:")
+                          or self.name != self.name.strip()):
+            bad(f"'name' {self.name!r} must be a plain folder name")
         if (self.seeds is None) == (self.latents is None):
             bad("give exactly one of 'seeds' or 'latents'")
-        if self.format not in VIDEO_FORMATS:
-            bad(f"format must be one of {list(VIDEO_FORMATS)}, got {self.format!r}")
-        if self.layout not in ("separate", "grid"):
-            bad(f"layout must be 'separate' or 'grid', got {self.layout!r}")
-        if self.easing not in EASING_NAMES:
-            bad(f"easing must be one of {list(EASING_NAMES)}, got {self.easing!r}")
-        if int(self.frames) < 1:
-            bad(f"frames must be >= 1, got {self.frames}")
-        if not float(self.fps) > 0:
-            bad(f"fps must be > 0, got {self.fps}")
-        if self.latent_mode not in ("lerp", "slerp"):
-            bad(f"latent_mode must be lerp or slerp, got {self.latent_mode!r}")
-        if self.name and (os.sep in self.name or self.name in (".", "..") or "/" in self.name):
-            bad(f"name {self.name!r} must be a plain folder name")
+        for field in ("seeds", "end_seeds"):
+            v = getattr(self, field)
+            if v is None:
+                continue
+            if isinstance(v, str):
+                check_text(v, where, field, max_chars=100_000)
+            try:
+                parse_seeds(v)
+            except ValueError as e:
+                bad(f"'{field}': {e}")
+        self.latents = check_text(self.latents, where, "latents", optional=True)
+        self.direction = check_text(self.direction, where, "direction", optional=True)
+        self.layers = check_text(self.layers, where, "layers", optional=True, max_chars=1000)
+        self.psi = check("psi", self.psi, where)
+        self.cutoff = check("cutoff", self.cutoff, where, optional=True)
+        self.class_idx = check("class_idx", self.class_idx, where, optional=True)
+        choice("latent_mode", ("lerp", "slerp"))
+        self.strength = check("strength", self.strength, where)
+        self.frames = check("frames", self.frames, where)
+        self.fps = check("fps", self.fps, where)
+        choice("easing", EASING_NAMES)
+        if not isinstance(self.loop, bool):
+            bad(f"'loop' must be true or false, got {self.loop!r:.60}")
+        choice("format", VIDEO_FORMATS)
+        choice("layout", ("separate", "grid"))
+        self.cols = check("cols", self.cols, where, optional=True)
+        self.quality = check({"mp4": "crf", "webp": "webp_quality"}.get(self.format, "quality"), self.quality,
+                             where, optional=True, field="quality")
+        self.batch = check("batch", self.batch, where)
+        choice("noise_mode", NOISE_MODES)
+        self.noise_seed = check("noise_seed", self.noise_seed, where)
+        self.max_writers = check("max_writers", self.max_writers, where)
         return self
 
 
 JOB_KEYS = {f.name for f in fields(TransitionJob)}
+NOISE_MODES = ("const", "random", "none")
+_PATH_FIELDS = ("latents", "direction")
 
 
 def job_from_dict(d: dict, base_dir: str | None = None, where: str = "job") -> TransitionJob:
+    """A validated job from a JSON object; relative paths are taken relative to ``base_dir``."""
     if not isinstance(d, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(d).__name__}")
-    unknown = sorted(set(d) - JOB_KEYS)
+    unknown = sorted(map(str, set(d) - JOB_KEYS))
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(JOB_KEYS)}")
+        raise ValueError(f"{where}: unknown key(s) {unknown[:10]}; known: {sorted(JOB_KEYS)}")
     if "generators" not in d:
         raise ValueError(f"{where}: missing 'generators'")
     kw = dict(d)
+    if kw.get("name") is None:
+        kw["name"] = ""
+    job = TransitionJob(**kw).validate(where)
 
     def resolve(p):
-        if p is None or base_dir is None or os.path.isabs(os.path.expanduser(str(p))):
-            return os.path.expanduser(str(p)) if p is not None else None
-        return os.path.join(base_dir, str(p))
-    kw["generators"] = [resolve(g) for g in kw["generators"]]
-    for k in ("latents", "direction"):
-        if kw.get(k) is not None:
-            kw[k] = resolve(kw[k])
-    try:
-        job = TransitionJob(**kw)
-    except TypeError as e:
-        raise ValueError(f"{where}: {e}") from None
-    return job.validate(where)
+        p = os.path.expanduser(p)
+        if base_dir is None or os.path.isabs(p):
+            return p
+        return os.path.join(base_dir, p)
+    job.generators = [resolve(g) for g in job.generators]
+    for k in _PATH_FIELDS:
+        if getattr(job, k) is not None:
+            setattr(job, k, resolve(getattr(job, k)))
+    return job
 
 
 def load_job_file(path) -> list[TransitionJob]:
-    """Jobs from a JSON job file ({"defaults": {...}, "jobs": [...]}, or a plain list)."""
+    """Jobs from a JSON job file ({"defaults": {...}, "jobs": [...]}, or a plain list).
+
+    Bounded: at most ``limits.MAX_JOB_FILE_BYTES`` are read (a regular file only: not a
+    pipe or a device) and ``limits.MAX_JOBS`` jobs accepted; every field of every job is
+    type- and range-checked, and every error names the file, the job and the field."""
+    from .limits import MAX_JOB_FILE_BYTES, MAX_JOBS
     p = os.fspath(path)
     try:
-        with open(p, encoding="utf-8") as fh:
-            data = json.load(fh)
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ValueError(f"{p}: job file does not exist") from None
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read the job file ({e.strerror or e})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{p}: the job file is not a regular file")
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read the job file ({e.strerror or e})") from None
+    if len(raw) > MAX_JOB_FILE_BYTES:
+        raise ValueError(f"{p}: the job file is larger than {MAX_JOB_FILE_BYTES // 2 ** 20} MiB")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: the job file is not UTF-8 text ({e.reason} at byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:   # e.g. a 10,000-digit number, nesting too deep
+        raise ValueError(f"{p}: cannot read the JSON ({type(e).__name__}: {str(e)[:120]})") from None
     defaults = {}
     if isinstance(data, dict):
-        defaults = data.get("defaults", {}) or {}
-        jobs = data.get("jobs")
-        extra = sorted(set(data) - {"defaults", "jobs"})
+        extra = sorted(map(str, set(data) - {"defaults", "jobs"}))
         if extra:
-            raise ValueError(f"{p}: unknown top-level key(s) {extra}; expected 'defaults' and 'jobs'")
+            raise ValueError(f"{p}: unknown top-level key(s) {extra[:10]}; expected 'defaults' and 'jobs'")
+        defaults = data.get("defaults")
+        if defaults is None:
+            defaults = {}
+        if not isinstance(defaults, dict):
+            raise ValueError(f"{p}: 'defaults' must be a JSON object, got {type(defaults).__name__}")
+        jobs = data.get("jobs")
     else:
         jobs = data
     if not isinstance(jobs, list) or not jobs:
         raise ValueError(f"{p}: expected a non-empty list of jobs")
+    if len(jobs) > MAX_JOBS:
+        raise ValueError(f"{p}: {len(jobs)} jobs, at most {MAX_JOBS} in one file")
     base = os.path.dirname(os.path.abspath(p))
     out, names = [], set()
     for i, j in enumerate(jobs):
@@ -137,8 +213,10 @@ def load_job_file(path) -> list[TransitionJob]:
             merged.pop("seeds", None)
         if "seeds" in j and "latents" not in j:
             merged.pop("latents", None)
-        merged.setdefault("name", f"job{i:03d}")
-        job = job_from_dict(merged, base, where=f"{p}: job {i} ({merged['name']})")
+        if merged.get("name") is None:
+            merged["name"] = f"job{i:03d}"
+        label = merged["name"] if isinstance(merged["name"], str) else repr(merged["name"])
+        job = job_from_dict(merged, base, where=f"{p}: job {i} ({label[:80]})")
         if job.name in names:
             raise ValueError(f"{p}: two jobs are named {job.name!r} (they would share an output folder)")
         names.add(job.name)

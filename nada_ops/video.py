@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import io
 import math
+import operator
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
 
-from .fileio import make_readable, temp_path_beside
+from .fileio import commit_temp, discard_temp, temp_path_beside
 from .interpolate import GeneratorPath
 from .latent_tools import INTERPOLATION_MODES, interpolate
 
@@ -71,38 +73,77 @@ class FramePlan:
     latent_u: float      # u in [0, 1]: how far the latents have moved (0 = start latents)
 
 
+class FramePlans(Sequence):
+    """The frame schedule of a clip, computed frame by frame from the index: nothing
+    proportional to the number of frames is stored (a 10^9-frame plan costs a few bytes;
+    the work is only done for the frames actually rendered).  A read-only sequence of
+    :class:`FramePlan`; see :func:`plan_frames`."""
+
+    def __init__(self, num_frames: int, num_generators: int, easing: str = "ease_in_out", loop: bool = False):
+        if isinstance(num_frames, bool) or not isinstance(num_frames, (int, np.integer)):
+            raise ValueError(f"frames must be a whole number, got {type(num_frames).__name__} {num_frames!r:.40}")
+        self.num_frames = int(num_frames)
+        if self.num_frames < 1:
+            raise ValueError(f"frames must be >= 1, got {self.num_frames}")
+        self.k = int(num_generators)
+        if self.k < 2:
+            raise ValueError(f"a transition needs at least 2 generators, got {self.k}")
+        if easing not in EASINGS:
+            raise ValueError(f"easing must be one of {list(EASINGS)}, got {easing!r}")
+        self.easing = easing
+        self.loop = bool(loop)
+        # the path through the generators: 0 .. K-1 (.. back to 0 when looping)
+        self._nodes = list(range(self.k)) + (list(range(self.k - 2, -1, -1)) if self.loop else [])
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def plan(self, f: int) -> FramePlan:
+        n, loop, easing, nodes = self.num_frames, self.loop, self.easing, self._nodes
+        if loop:
+            p = f / n
+        else:
+            p = f / (n - 1) if n > 1 else 0.0
+        n_seg = len(nodes) - 1
+        x = p * n_seg
+        seg = min(int(math.floor(x)), n_seg - 1)
+        local = ease(easing, x - seg)
+        s = nodes[seg] + (nodes[seg + 1] - nodes[seg]) * local
+        s = min(max(s, 0.0), self.k - 1.0)
+        u = ease(easing, 1 - abs(2 * p - 1)) if loop else ease(easing, p)
+        return FramePlan(f, p, s, u)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self.plan(j) for j in range(*i.indices(self.num_frames))]
+        i = operator.index(i)
+        if i < 0:
+            i += self.num_frames
+        if not 0 <= i < self.num_frames:
+            raise IndexError(f"frame {i} outside 0..{self.num_frames - 1}")
+        return self.plan(i)
+
+    def __iter__(self):
+        for f in range(self.num_frames):
+            yield self.plan(f)
+
+    def __repr__(self):
+        return (f"FramePlans(frames={self.num_frames}, generators={self.k}, easing={self.easing!r}, "
+                f"loop={self.loop})")
+
+
 def plan_frames(num_frames: int, num_generators: int, easing: str = "ease_in_out",
-                loop: bool = False) -> list[FramePlan]:
+                loop: bool = False) -> FramePlans:
     """Frame schedule.  The weights move through the generators one segment after another,
     with ``easing`` applied inside each segment (so the video lingers on every model); the
     latent motion uses the same easing over the whole clip.
 
     ``loop``: go A -> ... -> last -> ... -> A and leave out the final frame (it would equal the
-    first), for seamless looping GIF/WebP; the latent motion goes out and back."""
-    num_frames = int(num_frames)
-    if num_frames < 1:
-        raise ValueError(f"frames must be >= 1, got {num_frames}")
-    k = int(num_generators)
-    if k < 2:
-        raise ValueError(f"a transition needs at least 2 generators, got {k}")
-    if easing not in EASINGS:
-        raise ValueError(f"easing must be one of {list(EASINGS)}, got {easing!r}")
-    nodes = list(range(k)) + (list(range(k - 2, -1, -1)) if loop else [])
-    n_seg = len(nodes) - 1
-    plans = []
-    for f in range(num_frames):
-        if loop:
-            p = f / num_frames
-        else:
-            p = f / (num_frames - 1) if num_frames > 1 else 0.0
-        x = p * n_seg
-        seg = min(int(math.floor(x)), n_seg - 1)
-        local = ease(easing, x - seg)
-        s = nodes[seg] + (nodes[seg + 1] - nodes[seg]) * local
-        s = min(max(s, 0.0), k - 1.0)
-        u = ease(easing, 1 - abs(2 * p - 1)) if loop else ease(easing, p)
-        plans.append(FramePlan(f, p, s, u))
-    return plans
+    first), for seamless looping GIF/WebP; the latent motion goes out and back.
+
+    Returns a lazy sequence (:class:`FramePlans`): each plan is computed from its index when
+    it is read, so the cost does not grow with ``num_frames`` until frames are rendered."""
+    return FramePlans(num_frames, num_generators, easing, loop)
 
 
 # ------------------------------------------------------------------------ latent motion
@@ -160,7 +201,7 @@ class Frame:
     images: torch.Tensor   # [N, C, H, W] float32 in [-1, 1] (unclamped), on the render device
 
 
-def iter_transition(path: GeneratorPath, motion: LatentMotion, plans: list[FramePlan], batch_size: int = 8,
+def iter_transition(path: GeneratorPath, motion: LatentMotion, plans, batch_size: int = 8,
                     noise_mode: str = "const", noise_seed: int = 0,
                     dtype: torch.dtype = torch.float32) -> Iterator[Frame]:
     """Yield one :class:`Frame` per plan entry.  ``noise_mode='random'`` gives every latent its own
@@ -212,14 +253,11 @@ class _AtomicWriter:
     """Base: frames go to a temp file in the destination folder; ``close()`` renames it into
     place, ``abort()`` deletes it. As a context manager, an exception aborts."""
 
-    suffix = ".bin"
-
     def __init__(self, path, fps: float):
+        from .limits import check
         self.path = os.fspath(path)
-        if not fps > 0:
-            raise ValueError(f"fps must be > 0, got {fps}")
-        self.fps = float(fps)
-        self.tmp = temp_path_beside(self.path, self.suffix)
+        self.fps = check("fps", fps, self.path)
+        self.tmp = temp_path_beside(self.path)
         self.frames = 0
         self.size: tuple[int, int] | None = None   # (width, height) of the written frames
         self.closed = False
@@ -259,8 +297,7 @@ class _AtomicWriter:
         except BaseException:
             self.abort()
             raise
-        make_readable(self.tmp)
-        os.replace(self.tmp, self.path)
+        commit_temp(self.tmp, self.path)
         self.closed = True
         return self.path
 
@@ -272,10 +309,7 @@ class _AtomicWriter:
             self._cleanup()
         except Exception:
             pass
-        try:
-            os.unlink(self.tmp)
-        except OSError:
-            pass
+        discard_temp(self.tmp)
 
     def __enter__(self):
         return self
@@ -291,14 +325,13 @@ class _AtomicWriter:
 class Mp4Writer(_AtomicWriter):
     """H.264 in MP4 via PyAV (libx264, yuv420p), streamed frame by frame."""
 
-    suffix = ".mp4"
-
     def __init__(self, path, fps: float = 24, crf: int = 18, preset: str = "medium",
                  metadata: dict | None = None):
-        super().__init__(path, fps)
-        self.crf = int(crf)
+        from .limits import check
+        self.crf = check("crf", crf, os.fspath(path), field="quality (CRF)")
         self.preset = preset
         self.metadata = {str(k): str(v) for k, v in (metadata or {}).items()}
+        super().__init__(path, fps)
         self._container = None
         self._stream = None
 
@@ -389,12 +422,15 @@ def _parse_single_gif(data: bytes) -> tuple[bytes, int, bytes]:
 class GifWriter(_AtomicWriter):
     """Animated GIF, streamed: every frame gets its own 256-colour palette (local colour table)."""
 
-    suffix = ".gif"
-
     def __init__(self, path, fps: float = 24, loop: int = 0):
+        from .limits import check
+        self.loop = check("loop_count", loop, os.fspath(path), field="loop")
         super().__init__(path, fps)
-        self.loop = int(loop)
-        self._fh = open(self.tmp, "wb")
+        try:
+            self._fh = open(self.tmp, "wb")
+        except BaseException:
+            discard_temp(self.tmp)
+            raise
 
     def _write(self, a):
         from PIL import Image
@@ -441,27 +477,35 @@ class WebpWriter(_AtomicWriter):
     """Animated WebP: PyAV libwebp_anim when available (streamed; the encoder keeps only the
     compressed frames), else Pillow (all frames kept in memory until ``close``)."""
 
-    suffix = ".webp"
-
     def __init__(self, path, fps: float = 24, quality: int = 90, lossless: bool = False, loop: int = 0,
                  backend: str = "auto"):
-        super().__init__(path, fps)
-        self.quality = int(quality)
+        from .limits import check
+        self.quality = check("webp_quality", quality, os.fspath(path), field="quality")
         self.lossless = bool(lossless)
-        self.loop = int(loop)
+        self.loop = check("loop_count", loop, os.fspath(path), field="loop")
         if backend == "auto":
             backend = "pyav" if _pyav_has("libwebp_anim") else "pillow"
         if backend not in ("pyav", "pillow"):
             raise ValueError(f"webp backend must be auto, pyav or pillow, got {backend!r}")
         self.backend = backend
+        super().__init__(path, fps)
         self.streams = backend == "pyav"
         self._container = None
         self._stream = None
         self._frames: list = []
+        self._kept_bytes = 0
 
     def _write(self, a):
         if self.backend == "pillow":
             from PIL import Image
+
+            from .limits import physical_memory_bytes
+            self._kept_bytes += a.nbytes
+            have = physical_memory_bytes()
+            if have is not None and self._kept_bytes > have // 2:
+                raise ValueError(f"{self.path}: an animated WebP written with Pillow keeps every frame in memory, and "
+                                 f"{self.frames + 1} frames need more than half of this machine's memory; write MP4 "
+                                 "or GIF (streamed), or install PyAV with libwebp")
             self._frames.append(Image.fromarray(a, "RGB"))
             return
         import av
@@ -512,33 +556,74 @@ def open_writer(path, fps: float = 24, quality: int | None = None, loop: int = 0
     return GifWriter(path, fps, loop=loop)
 
 
-def probe_video(path) -> dict:
-    """Decode a written file: {'frames', 'width', 'height', 'format'} (used by tests and the
-    CLI's resume check)."""
+def probe_video(path, max_frames: int | None = None) -> dict:
+    """Decode a file the writers made: {'frames', 'width', 'height', 'format'} (used by the
+    tests).  Bounded like every reader: the frame size is checked against
+    :func:`nada_ops.io.images.max_image_pixels` before decoding, at most ``max_frames``
+    (default ``limits.RANGES['frames'].hi``) frames are decoded, and a bad file gives an
+    :class:`~nada_ops.io.images.ImageFileError` naming it."""
+    from .io.images import ImageFileError, max_image_pixels
+    from .limits import RANGES
     p = os.fspath(path)
     fmt = format_from_path(p)
-    if fmt == "mp4":
-        import av
-        with av.open(p) as c:
-            st = c.streams.video[0]
-            n = 0
-            w = h = None
-            for fr in c.decode(st):
-                n += 1
-                w, h = fr.width, fr.height
-            return {"frames": n, "width": w, "height": h, "format": fmt, "codec": st.codec_context.name,
-                    "pix_fmt": st.codec_context.pix_fmt}
-    from PIL import Image
-    with Image.open(p) as im:
-        n = getattr(im, "n_frames", 1)
-        w, h = im.size
-        for i in range(n):   # decode every frame
-            im.seek(i)
-            im.load()
-        return {"frames": n, "width": w, "height": h, "format": fmt}
+    limit_frames = int(max_frames or RANGES["frames"].hi)
+    limit_px = max_image_pixels()
+
+    def check_size(w, h):
+        if w is None or h is None or w * h > limit_px:
+            raise ImageFileError(p, f"video frames are {w}x{h}, more than the limit of {limit_px} pixels")
+
+    def check_count(n):
+        if n > limit_frames:
+            raise ImageFileError(p, f"more than {limit_frames} frames")
+
+    try:
+        if fmt == "mp4":
+            import av
+            with av.open(p) as c:
+                if not c.streams.video:
+                    raise ImageFileError(p, "no video stream")
+                st = c.streams.video[0]
+                check_size(st.codec_context.width, st.codec_context.height)
+                n = 0
+                w = h = None
+                for fr in c.decode(st):
+                    n += 1
+                    check_count(n)
+                    w, h = fr.width, fr.height
+                return {"frames": n, "width": w, "height": h, "format": fmt, "codec": st.codec_context.name,
+                        "pix_fmt": st.codec_context.pix_fmt}
+        import warnings
+
+        from PIL import Image
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            w, h = im.size
+            check_size(w, h)
+            n = getattr(im, "n_frames", 1)
+            check_count(n)
+            for i in range(n):   # decode every frame
+                im.seek(i)
+                im.load()
+            return {"frames": n, "width": w, "height": h, "format": fmt}
+    except ImageFileError:
+        raise
+    except Exception as e:       # PIL: OSError/SyntaxError/...; PyAV: av.FFmpegError
+        raise ImageFileError(p, f"cannot decode the video ({type(e).__name__}: {e})") from None
 
 
 # ----------------------------------------------------------------------- whole renders
+def _check_collect_size(frames: int, height: int, width: int) -> None:
+    """Returning every frame keeps them all (float32): refuse a request that cannot fit in
+    the machine's memory, before allocating, instead of swapping or being killed."""
+    from .limits import check_memory
+    check_memory(int(frames) * int(height) * int(width) * 3 * 4,
+                 f"returning all {frames} frames of {width}x{height}",
+                 "render fewer frames, or write the video only (return only the last frame)")
+
+
 def render_transition(generators, ws: torch.Tensor, num_frames: int, *, easing: str = "ease_in_out",
                       loop: bool = False, keyframes: torch.Tensor | None = None, latent_mode: str = "lerp",
                       direction_offset: torch.Tensor | None = None, direction_strength: float = 0.0,
@@ -584,6 +669,7 @@ def render_transition(generators, ws: torch.Tensor, num_frames: int, *, easing: 
             if collect:
                 if out is None:
                     gh, gw = grid.shape[:2]
+                    _check_collect_size(len(plans), gh, gw)
                     out = torch.empty([len(plans), gh, gw, 3], dtype=torch.float32)
                 out[fr.index] = torch.from_numpy(grid).float().div_(255)
             elif last_frame and is_last:

@@ -54,8 +54,9 @@ def register_model_folders() -> None:
 
 
 def list_files(key: str) -> list[str]:
+    from ..nada_ops.fileio import is_temporary_name   # never list a writer's unfinished file
     try:
-        return sorted(folder_paths().get_filename_list(key))
+        return sorted(f for f in folder_paths().get_filename_list(key) if not is_temporary_name(f))
     except (ImportError, KeyError):
         return []
 

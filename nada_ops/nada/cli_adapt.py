@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 
+from ..limits import arg
+
 
 def _parse_clip(specs: list[str]) -> list[tuple[str, float]]:
     out = []
@@ -28,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="target domain text")
     p.add_argument("--target-images", default=None,
                    help="few-shot: folder or glob of target-domain images (instead of --target)")
-    p.add_argument("--num-source-samples", type=int, default=16, help="generated source images (few-shot)")
+    p.add_argument("--num-source-samples", type=arg("num_source_samples"), default=16,
+                   help="generated source images (few-shot)")
     p.add_argument("--templates", choices=["nada", "imagenet", "single"], default="nada")
     p.add_argument("--clip", action="append", default=None,
                    help="CLIP model NAME[:WEIGHT], repeatable (default: ViT-B-32:1 ViT-B-16:1)")
@@ -37,20 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "or NAME=random for benchmarks")
     p.add_argument("--clip-dir", action="append", default=[],
                    help="folder to search for CLIP weights (like ComfyUI's models/open_clip)")
-    p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--iterations", type=arg("iterations"), default=300)
+    p.add_argument("--batch", type=arg("train_batch"), default=2)
+    p.add_argument("--lr", type=arg("lr"), default=0.002)
     p.add_argument("--reference-lr-scale", action="store_true",
                    help="scale lr and Adam betas by 0.8 like the reference implementation")
-    p.add_argument("--mixing", type=float, default=0.9, help="style-mixing probability (0 for sketches/animals)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixing", type=arg("mixing"), default=0.9,
+                   help="style-mixing probability (0 for sketches/animals)")
+    p.add_argument("--seed", type=arg("seed"), default=0)
     p.add_argument("--schedule", choices=["all", "adaptive", "manual"], default="all")
-    p.add_argument("--k", type=int, default=None, help="adaptive: W+ indices per iteration")
+    p.add_argument("--k", type=arg("k"), default=None, help="adaptive: W+ indices per iteration")
     p.add_argument("--layers", default="", help="manual: groups coarse/middle/fine and/or W+ indices")
-    p.add_argument("--n-w", type=int, default=8)
-    p.add_argument("--n-i", type=int, default=1)
-    p.add_argument("--lambda-global", type=float, default=0.0)
-    p.add_argument("--preview-every", type=int, default=50, help="write a sample grid every N iterations")
+    p.add_argument("--n-w", type=arg("n_w"), default=8)
+    p.add_argument("--n-i", type=arg("n_i"), default=1)
+    p.add_argument("--lambda-global", type=arg("lambda_global"), default=0.0)
+    p.add_argument("--preview-every", type=arg("preview_every"), default=50,
+                   help="write a sample grid every N iterations")
     p.add_argument("--sample-dir", default=None, help="where sample grids go (default: next to --out)")
     p.add_argument("--save-every", type=int, default=0,
                    help="also save the generator every N iterations as OUT.stepNNNNNN.safetensors (0 = off)")
@@ -92,9 +97,12 @@ def run(argv) -> int:
     if a.target is not None:
         direction = text_direction(ens, a.source, a.target, a.templates)
     else:
+        from ..io.images import read_images
         files = _image_files(a.target_images)
-        from PIL import Image
-        imgs = [Image.open(f).convert("RGB") for f in files]
+        # decoded (bounded, reduced while decoding) only as large as the largest CLIP input
+        side = max(max(m.input_size) if isinstance(m.input_size, (tuple, list)) else int(m.input_size)
+                   for m in ens.models)
+        imgs = read_images(files, max_side=side)
         lat = sample_latents(handle.G, range(a.num_source_samples), 1.0)
         src = synthesize(handle.G, lat.ws, "const", 8)
         direction = image_direction(ens, imgs, src, source_layout="generator")
@@ -168,11 +176,24 @@ def run(argv) -> int:
 
 
 def _image_files(spec: str) -> list[str]:
-    exts = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+    from ..io.images import IMAGE_SUFFIXES, MAX_IMAGE_FILES
     if os.path.isdir(spec):
-        files = sorted(os.path.join(spec, f) for f in os.listdir(spec) if f.lower().endswith(exts))
+        files = []
+        with os.scandir(spec) as it:
+            for e in it:
+                if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file():
+                    files.append(e.path)
+                    if len(files) > MAX_IMAGE_FILES:
+                        break
     else:
-        files = sorted(f for f in glob.glob(spec) if f.lower().endswith(exts))
+        files = []
+        for f in glob.iglob(spec):
+            if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(f):
+                files.append(f)
+                if len(files) > MAX_IMAGE_FILES:
+                    break
     if not files:
-        raise SystemExit(f"--target-images {spec!r}: no images found (png/jpg/webp/bmp)")
-    return files
+        raise SystemExit(f"--target-images {spec!r}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+    if len(files) > MAX_IMAGE_FILES:
+        raise SystemExit(f"--target-images {spec!r}: more than {MAX_IMAGE_FILES} images; use a smaller set")
+    return sorted(files)
