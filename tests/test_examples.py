@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from workflow_runner import builder
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "example_workflows").glob("*.json"))
 
@@ -26,7 +28,6 @@ CORE = {
 }
 # Front-end-only node types (no Python class; registered by ComfyUI's front end).
 FRONTEND_ONLY = {"MarkdownNote": 1, "Note": 1, "Reroute": 0, "PrimitiveNode": None}
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
 @pytest.fixture(scope="module")
@@ -45,30 +46,12 @@ def mappings():
 
 
 def widget_names(cls) -> list[str | None]:
-    """Widget order as ComfyUI's front end builds it: required then optional inputs of a widget
-    type, each INT with control_after_generate (explicit, or by default for inputs named seed /
-    noise_seed) followed by its 'control after generate' combo (None here)."""
-    out = []
-    types = cls.INPUT_TYPES()
-    for part in ("required", "optional"):
-        for name, spec in types.get(part, {}).items():
-            t, opts = spec[0], (spec[1] if len(spec) > 1 else {})
-            if isinstance(t, (list, tuple)) or t in WIDGET_TYPES:
-                out.append(name)
-                if t == "INT" and opts.get("control_after_generate", name in ("seed", "noise_seed")):
-                    out.append(None)
-    return out
+    """Widget order as the front end builds it; None = an INT's 'control after generate' combo."""
+    return [name for name, _ in builder().node_widgets(cls)]
 
 
 def socket_inputs(cls) -> dict[str, str]:
-    types = cls.INPUT_TYPES()
-    out = {}
-    for part in ("required", "optional"):
-        for name, spec in types.get(part, {}).items():
-            t = spec[0]
-            if not (isinstance(t, (list, tuple)) or t in WIDGET_TYPES):
-                out[name] = t
-    return out
+    return dict(builder().node_sockets(cls))
 
 
 def test_there_are_examples():
@@ -201,11 +184,7 @@ def test_every_input_has_a_tooltip(mappings):
 def test_examples_are_what_the_builder_makes(mappings):
     """example_workflows/*.json are generated from the node definitions by
     tools/build_example_workflows.py: a node change that the examples do not follow fails here."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("build_examples", ROOT / "tools" / "build_example_workflows.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    built = mod.build(mappings)
+    built = builder().build(mappings)
     assert sorted(built) == sorted(p.stem for p in EXAMPLES)
     for p in EXAMPLES:
         assert json.loads(p.read_text(encoding="utf-8")) == json.loads(json.dumps(built[p.stem])), (

@@ -76,22 +76,23 @@ def test_same_inputs_same_result(setup):
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
 
 
-def test_interrupt_saves_partial_and_reraises(setup):
-    comfy, m, gen, clip, direction = setup
+def _cancel_at(comfy, monkeypatch, n):
+    """The user presses Cancel: ComfyUI's interrupt check raises at its n-th call."""
     calls = {"n": 0}
-    orig = comfy.mm.throw_exception_if_processing_interrupted
 
-    def interrupt_on_third():
+    def check():
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == n:
             raise comfy.mm.InterruptProcessingException()
 
-    comfy.mm.throw_exception_if_processing_interrupted = interrupt_on_third
-    try:
-        with torch.inference_mode(), pytest.raises(comfy.mm.InterruptProcessingException):
-            m["NADAAdaptGenerator"]().adapt(gen, clip, direction, 50, 2, 0.002, 0.0, 0, 0, unique_id="9")
-    finally:
-        comfy.mm.throw_exception_if_processing_interrupted = orig
+    monkeypatch.setattr(comfy.mm, "throw_exception_if_processing_interrupted", check)
+
+
+def test_interrupt_saves_partial_and_reraises(setup, monkeypatch):
+    comfy, m, gen, clip, direction = setup
+    _cancel_at(comfy, monkeypatch, 3)
+    with torch.inference_mode(), pytest.raises(comfy.mm.InterruptProcessingException):
+        m["NADAAdaptGenerator"]().adapt(gen, clip, direction, 50, 2, 0.002, 0.0, 0, 0, unique_id="9")
     partial = comfy.stylegan_dir / "nada-partial"
     files = os.listdir(partial)
     assert len(files) == 1 and "step3" in files[0]
@@ -174,23 +175,11 @@ def test_snapshots_are_saved_listed_and_reported(setup):
     assert any(e == "nada.train.snapshot" for e, _ in comfy.messages)
 
 
-def test_cancel_names_the_saved_file_in_panel_and_log(setup, caplog):
+def test_cancel_names_the_saved_file_in_panel_and_log(setup, caplog, monkeypatch):
     comfy, m, gen, clip, direction = setup
-    calls = {"n": 0}
-    orig = comfy.mm.throw_exception_if_processing_interrupted
-
-    def interrupt_on_second():
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise comfy.mm.InterruptProcessingException()
-
-    comfy.mm.throw_exception_if_processing_interrupted = interrupt_on_second
-    try:
-        with torch.inference_mode(), pytest.raises(comfy.mm.InterruptProcessingException), \
-                caplog.at_level("WARNING"):
-            m["NADAAdaptGenerator"]().adapt(gen, clip, direction, 50, 2, 0.002, 0.0, 0, 0, unique_id="12")
-    finally:
-        comfy.mm.throw_exception_if_processing_interrupted = orig
+    _cancel_at(comfy, monkeypatch, 2)
+    with torch.inference_mode(), pytest.raises(comfy.mm.InterruptProcessingException), caplog.at_level("WARNING"):
+        m["NADAAdaptGenerator"]().adapt(gen, clip, direction, 50, 2, 0.002, 0.0, 0, 0, unique_id="12")
     h = _pack_mod(comfy, "nodes.dashboard").history("12")
     assert h["status"] == "interrupted" and h["saved"].startswith("nada-partial/")
     assert h["saved"] in h["message"]

@@ -17,16 +17,22 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _builder():
-    spec = importlib.util.spec_from_file_location("build_examples_runner", ROOT / "tools" / "build_example_workflows.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def builder():
+    """tools/build_example_workflows.py (imported once): the one place that knows how ComfyUI's
+    front end lays out a node's widgets (the end-to-end test checks it against the real one)."""
+    import sys
+    name = "nada_build_examples"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / "build_example_workflows.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[name] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
 
 
 def to_api(wf: dict, mappings: dict) -> dict:
     """UI workflow -> API prompt {id: {class_type, inputs}}."""
-    b = _builder()
+    b = builder()
     links = {l[0]: l for l in wf["links"]}
     api = {}
     for n in wf["nodes"]:
