@@ -16,6 +16,9 @@ weights, so nothing is downloaded) is queued and the dashboard must update live,
 reload mid-training, end as 'done' with every iteration, and clean up when the node is removed.
 Screenshots and result.json go to NADA_E2E_OUT (default: a pytest tmp dir). With
 NADA_E2E_UPDATE_ASSETS=1 the screenshots also refresh docs/*.png and the examples' .jpg thumbnails.
+All four examples run (image inputs as shipped; the inversion and transition examples load the
+generator the image-guided example saved), Cancel is tested, the node search is tried, and every
+failed request or console error that is not ComfyUI's own fails the test.
 """
 from __future__ import annotations
 
@@ -154,12 +157,26 @@ def test_dashboard_in_real_browser(comfyui, tmp_path):
         + f"\n{r.stderr[-3000:]}\nComfyUI log tail:\n{comfyui['log'].read_text(errors='ignore')[-3000:]}")
     for sk in result.get("skipped", []):
         print(f"SKIPPED: {sk['name']}: {sk['why']}")
+    # Cancel: the server log names the file that keeps the trained iterations
+    log_text = comfyui["log"].read_text(errors="ignore")
+    msg = (out / "cancel_message.txt").read_text() if (out / "cancel_message.txt").exists() else ""
+    saved = msg.split("models/stylegan/")[-1].split(" ")[0] if "models/stylegan/" in msg else "?"
+    assert saved != "?" and saved in log_text.replace("\\", "/"), (msg, log_text[-2000:])
+    assert (comfyui["base"] / "models" / "stylegan" / saved).is_file()
+    # the video core Save Video wrote embeds the workflow (as core video saving does)
+    import av
+    v = json.loads((out / "saved_video.json").read_text())
+    mp4 = comfyui["base"] / "output" / v["subfolder"] / v["filename"]
+    with av.open(str(mp4)) as c:
+        meta = dict(c.metadata)
+        frames = sum(1 for _ in c.decode(video=0))
+    assert frames == 12 and json.loads(meta["workflow"])["nodes"] and "prompt" in meta
     if os.environ.get("NADA_E2E_UPDATE_ASSETS") == "1":
         update_assets(out)
 
 
 def update_assets(out: Path) -> None:
-    """Screenshots -> docs/*.png (shrunk) and examples/<name>.jpg thumbnails."""
+    """Screenshots -> docs/*.png (shrunk) and example_workflows/<name>.jpg thumbnails."""
     from PIL import Image
     docs = ROOT / "docs"
     docs.mkdir(exist_ok=True)
@@ -168,6 +185,7 @@ def update_assets(out: Path) -> None:
                             ("dashboard_1_training.png", "dashboard_training.png", 1200),
                             ("dashboard_1b_after_reload.png", "dashboard_after_reload.png", 1200),
                             ("dashboard_2_done.png", "dashboard_done.png", 1200),
+                            ("dashboard_panel_cancelled.png", "dashboard_panel_cancelled.png", None),
                             ("blend_preview_widget.png", "t_preview_widget.png", None)):
         p = out / src
         if not p.exists():
@@ -220,8 +238,8 @@ def thumbnails(out: Path) -> None:
                      "  source row / adapted row", "", "Paper settings: lr 0.002, batch 2,", "300 iterations, k = 2/3"):
             d.text((364, y), line, fill=(210, 210, 210), font=_font(14))
             y += 24
-        im.save(ROOT / "examples" / "text_adaptation.jpg", quality=85, optimize=True)
-    image_guided_card().save(ROOT / "examples" / "image_guided_adaptation.jpg", quality=85, optimize=True)
+        im.save(ROOT / "example_workflows" / "text_adaptation.jpg", quality=85, optimize=True)
+    image_guided_card().save(ROOT / "example_workflows" / "image_guided_adaptation.jpg", quality=85, optimize=True)
 
 
 def image_guided_card():
@@ -246,8 +264,8 @@ def image_guided_card():
     pal = [(40, 60, 120), (230, 190, 60), (70, 110, 200), (240, 240, 220), (20, 30, 70)]
     for i in range(3):
         painting(24 + i * 12, 70 + i * 34, 96, 96, pal)
-    d.text((24, 250), "your style images", fill=(210, 210, 210), font=_font(14))
-    d.text((24, 270), "(Load Image -> Batch)", fill=(160, 160, 160), font=_font(12))
+    d.text((24, 250), "a few style images", fill=(210, 210, 210), font=_font(14))
+    d.text((24, 270), "(Load Images from Folder)", fill=(160, 160, 160), font=_font(12))
 
     def box(x, y, w, h, title, sub):
         d.rounded_rectangle((x, y, x + w, y + h), radius=8, fill=(58, 76, 140), outline=(150, 170, 230))
