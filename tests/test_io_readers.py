@@ -159,3 +159,26 @@ def test_generator_at_a_non_utf8_path_round_trips(tmp_path):
         z = z_from_seeds([0, 1], G.cfg.z_dim)
         with torch.no_grad():
             assert torch.equal(h.G(z), G(z))
+
+
+def test_nvidia_pickle_with_augment_pipe_and_numpy_values_loads(tmp_path):
+    """Real NVIDIA pickles also hold an AugmentPipe network, numpy scalars and (stylegan3)
+    small numpy arrays: the stand-ins read them without numpy's own reconstruction."""
+    import collections
+
+    from writers import nvidia_pickle as nv
+    from nada_ops.stylegan.formats.nvidia_pkl import read_nvidia_pickle
+    G = randomize(Generator(tiny_config()).eval())
+    marker = tmp_path / "marker"
+    src = nv.marker_module_src(marker)
+    pipe = nv.Persistent("AugmentPipe", src, nv.module_state(
+        buffers={"Hz_geom": torch.randn(12), "Hz_fbank": torch.randn(3, 12)}, xflip=1.0, p=np.float32(0.2),
+        in_size=np.broadcast_to(np.asarray([36, 36]), [2]), imgfilter_std=np.float64(1.0)))
+    data = dict(G_ema=nv.generator_record(G, src), augment_pipe=pipe, training_set_kwargs=nv.EasyDict(
+        resolution=32, max_size=np.int64(70000), use_labels=False), extra=collections.OrderedDict(a=np.arange(3)))
+    for protocol in (2, 4, 5):
+        p = tmp_path / f"net{protocol}.pkl"
+        nv.dump(data, p, protocol=protocol)
+        r = read_nvidia_pickle(p)
+        assert r.cfg == G.cfg and r.provenance["training_set_kwargs"]["max_size"] == 70000
+    assert not marker.exists()
