@@ -49,12 +49,18 @@ def read_npy(path, what: str = "the array", budget: ReadBudget | None = None) ->
     with open_untrusted(path, budget) as (fh, budget):
         try:
             version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh, max_header_size=MAX_NPY_HEADER)
-            elif version == (2, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh, max_header_size=MAX_NPY_HEADER)
-            else:
+            if version not in ((1, 0), (2, 0)):
                 raise ValueError(f"unsupported .npy format version {version}")
+            # The header length is checked here (numpy < 1.24 has no limit of its own).
+            start = fh.tell()
+            raw = fh.read(2 if version == (1, 0) else 4)
+            hlen = int.from_bytes(raw, "little") if len(raw) in (2, 4) else -1
+            if not 0 <= hlen <= MAX_NPY_HEADER:
+                raise ValueError(f"Header info length ({hlen}) is larger than {MAX_NPY_HEADER} bytes")
+            fh.seek(start)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
         except (ValueError, EOFError, OSError, SyntaxError, TypeError) as e:
             msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
             if "pickle" in msg.lower() or "object" in msg.lower():

@@ -420,6 +420,8 @@ def write_all(folder: Path) -> list[Case]:
             "{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", bytes(32))
     npy_raw(add("dir_npy_subarray.npy", "direction", "size", r"dtype"),
             "{'descr': [('a', '<f4', (1000000000,))], 'fortran_order': False, 'shape': (1,), }", bytes(4))
+    add("dir_npy_v2_header_4gb.npy", "direction", "size", r"Header info length").write_bytes(
+        b"\x93NUMPY\x02\x00" + struct.pack("<I", 0xFFFFFFF0) + b"{'descr'")
     npy_raw(add("dir_npy_huge_header.npy", "direction", "size", r"not a plain numpy"),
             "{'descr': '<f4', 'fortran_order': False, 'shape': (" + "1," * 20000 + "), }")
 
