@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .io.errors import UntrustedFileError, describe
 from .latents import WLatents
 
 INTERPOLATION_MODES = ("lerp", "slerp")
+#: A direction is [1, w_dim] or [num_ws, w_dim] (num_ws is 18 at 1024 px).
+MAX_DIRECTION_ROWS = 64
+MAX_W_DIM = 8192
+#: Latents loaded from one file (each entry is one image; W codes are expanded to W+).
+MAX_LATENTS = 65536
 
 
 class DirectionFileError(ValueError):
@@ -222,7 +228,7 @@ def direction_from_array(arr, name: str = "direction", path=None, num_ws: int | 
         t = t[None]
     elif t.ndim == 3 and t.shape[0] == 1:
         t = t[0]
-    if t.ndim != 2 or t.shape[0] < 1 or t.shape[1] < 1:
+    if t.ndim != 2 or not 1 <= t.shape[0] <= MAX_DIRECTION_ROWS or not 1 <= t.shape[1] <= MAX_W_DIM:
         raise DirectionFileError(where, f"direction has shape {list(shape)}; expected [w_dim], [1, w_dim] or "
                                         "[num_ws, w_dim] (e.g. [512], [1, 512], [18, 512])")
     if w_dim is not None and t.shape[1] != w_dim:
@@ -242,45 +248,45 @@ _DICT_KEYS = ("direction", "boundary", "latent", "w", "ws", "vector")
 
 
 def load_direction(path) -> LatentDirection:
-    """Load an editing direction from .npy (numpy, ``allow_pickle=False``) or .pt/.pth
-    (``torch.load(weights_only=True)``: a tensor, or a dict holding one tensor or one of the
-    keys direction/boundary/latent/w/ws/vector)."""
+    """Load an editing direction from .npy (a plain numeric array; object/pickled arrays are
+    refused) or .pt/.pth (read like ``torch.load(weights_only=True)`` but with bounded cost:
+    a tensor, or a dict holding one tensor or one of the keys direction/boundary/latent/w/ws/vector)."""
+    from .io.numpy_files import read_npy
+    from .io.torch_files import read_torch_file
+
     p = os.fspath(path)
     name = os.path.splitext(os.path.basename(p))[0]
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
     if not os.path.isfile(p):
         raise DirectionFileError(p, "file does not exist")
     ext = os.path.splitext(p)[1].lower()
+    ext = os.fsdecode(ext) if isinstance(ext, bytes) else ext
     if ext == ".npy":
         try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise DirectionFileError(p, f"not a plain numpy array ({e}); object/pickled arrays are refused") from None
-        except (OSError, EOFError) as e:
-            raise DirectionFileError(p, f"cannot read numpy file: {e}") from None
-        if not isinstance(arr, np.ndarray):
-            raise DirectionFileError(p, "expected one numpy array (.npy), got an archive")
+            arr = read_npy(p, what="the direction")
+        except UntrustedFileError as e:
+            raise DirectionFileError(p, e.problem) from None
         if arr.dtype.kind != "f":
             raise DirectionFileError(p, f"direction has dtype {arr.dtype}, expected floating point values")
         return direction_from_array(arr.astype(np.float32), name, p)
     if ext in (".pt", ".pth"):
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises UnpicklingError / RuntimeError variants
-            raise DirectionFileError(p, f"cannot read it as a weights-only torch file ({type(e).__name__}: "
-                                        f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            obj = read_torch_file(p, what="the direction file")
+        except UntrustedFileError as e:
+            raise DirectionFileError(p, f"cannot read it as a weights-only torch file ({e.problem})") from None
         if isinstance(obj, dict):
             tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
             key = next((k for k in _DICT_KEYS if k in tensors), None)
             if key is None and len(tensors) == 1:
                 key = next(iter(tensors))
             if key is None:
-                raise DirectionFileError(p, f"a dict with keys {sorted(map(str, obj))[:8]}: expected one tensor, "
+                keys = sorted(str(k)[:60] for k in list(obj)[:64])[:8]
+                raise DirectionFileError(p, f"a dict with keys {keys}: expected one tensor, "
                                             f"or one of the keys {list(_DICT_KEYS)}")
             obj = tensors[key]
-        if isinstance(obj, np.ndarray):
-            obj = torch.from_numpy(obj)
         if not isinstance(obj, torch.Tensor):
-            raise DirectionFileError(p, f"contains a {type(obj).__name__}, expected a tensor")
+            raise DirectionFileError(p, f"contains {describe(obj)}, expected a tensor")
         return direction_from_array(obj, name, p)
     raise DirectionFileError(p, f"unsupported extension {ext!r}: use .npy, .pt or .pth")
 
@@ -343,46 +349,73 @@ def save_latents(latents: WLatents, path) -> None:
 
 def load_latents(path, num_ws: int | None = None, w_dim: int | None = None) -> WLatents:
     """Load latents written by :func:`save_latents` (or a bare tensor [N, num_ws, w_dim] /
-    [N, w_dim] in a .pt or .npy file). W codes [N, w_dim] are repeated to W+ when ``num_ws`` is given."""
-    import json
+    [N, w_dim] in a .pt or .npy file). W codes [N, w_dim] are repeated to W+ when ``num_ws`` is given.
+
+    Files are untrusted: read with the pack's bounded readers (no pickle code, every tensor
+    backed by bytes in the file), at most :data:`MAX_LATENTS` entries, float values only."""
+    from .io.budget import max_load_bytes
+    from .io.numpy_files import read_npy
+    from .io.safetensors_files import loads_json
+    from .io.tensors import float32_copy
+    from .io.torch_files import read_torch_file
+
     p = os.fspath(path)
     ext = os.path.splitext(p)[1].lower()
-    info: dict = {"file": os.path.basename(p)}
+    ext = os.fsdecode(ext) if isinstance(ext, bytes) else ext
+    base = os.path.basename(p)
+    info: dict = {"file": os.fsdecode(base) if isinstance(base, bytes) else base}
     is_wplus = None
-    if ext == ".npy":
-        try:
-            t = torch.from_numpy(np.load(p, allow_pickle=False))
-        except (ValueError, OSError) as e:
-            raise ValueError(f"{p}: cannot read latents ({e})") from None
-    else:
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{p}: cannot read latents as a weights-only torch file ({type(e).__name__})") from None
-        if isinstance(obj, dict):
-            if "ws" not in obj or not isinstance(obj["ws"], torch.Tensor):
-                raise ValueError(f"{p}: expected a dict with a tensor 'ws', got keys {sorted(map(str, obj))[:8]}")
-            t = obj["ws"]
-            is_wplus = obj.get("is_wplus")
-            try:
-                info.update(json.loads(obj.get("info", "{}")))
-            except (TypeError, json.JSONDecodeError):
-                pass
-        elif isinstance(obj, torch.Tensor):
-            t = obj
+    try:
+        if ext == ".npy":
+            t = torch.from_numpy(read_npy(p, what="the latents"))
         else:
-            raise ValueError(f"{p}: expected a tensor or a dict with 'ws', got {type(obj).__name__}")
-    t = t.float()
+            obj = read_torch_file(p, what="the latents file")
+            if isinstance(obj, dict):
+                if not isinstance(obj.get("ws"), torch.Tensor):
+                    keys = sorted(str(k)[:60] for k in list(obj)[:64])[:8]
+                    raise ValueError(f"{p}: expected a dict with a tensor 'ws', got keys {keys}")
+                t = obj["ws"]
+                is_wplus = obj.get("is_wplus")
+                if is_wplus is not None and type(is_wplus) is not bool:
+                    raise ValueError(f"{p}: 'is_wplus' is {describe(is_wplus)}, expected true/false")
+                text = obj.get("info", "{}")
+                if type(text) is str:
+                    try:
+                        extra = loads_json(text, "'info'", p, max_depth=16, max_chars=1 << 20)
+                    except UntrustedFileError:
+                        extra = None
+                    if isinstance(extra, dict):
+                        info.update(extra)
+            elif isinstance(obj, torch.Tensor):
+                t = obj
+            else:
+                raise ValueError(f"{p}: expected a tensor or a dict with 'ws', got {describe(obj)}")
+    except UntrustedFileError as e:
+        raise ValueError(f"{p}: cannot read latents ({e.problem})") from None
+    if not t.is_floating_point():
+        raise ValueError(f"{p}: latents have dtype {t.dtype}, expected floating point values")
+    if t.ndim not in (2, 3):
+        raise ValueError(f"{p}: latents have shape {list(t.shape)}, expected [N, num_ws, w_dim] or [N, w_dim]")
+    if t.shape[0] > MAX_LATENTS:
+        raise ValueError(f"{p}: the file holds {t.shape[0]} latents; at most {MAX_LATENTS} are loaded at once")
     if t.ndim == 2:
         if num_ws is None:
             raise ValueError(f"{p}: W codes of shape {list(t.shape)} need the generator's num_ws to expand to W+")
-        t = t[:, None].repeat(1, num_ws, 1)
+        if w_dim is not None and t.shape[1] != w_dim:
+            raise ValueError(f"{p}: latents have shape {list(t.shape)} but the generator needs [N, {w_dim}] or "
+                             f"[N, {num_ws}, {w_dim}]")
+        if t.shape[0] * num_ws * t.shape[1] * 4 > max_load_bytes():
+            raise ValueError(f"{p}: {t.shape[0]} W codes expanded to W+ would need more memory than "
+                             "NADA_MAX_LOAD_BYTES allows")
+        t = t.float()[:, None].repeat(1, num_ws, 1)
         is_wplus = False
-    if t.ndim != 3:
-        raise ValueError(f"{p}: latents have shape {list(t.shape)}, expected [N, num_ws, w_dim] or [N, w_dim]")
+    else:
+        t = float32_copy(t)          # own memory: nothing keeps the file's buffers alive
     if (num_ws is not None and t.shape[1] != num_ws) or (w_dim is not None and t.shape[2] != w_dim):
         raise ValueError(f"{p}: latents have shape {list(t.shape)} but the generator needs "
                          f"[N, {num_ws}, {w_dim}]")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{p}: latents contain NaN or Inf values")
     if is_wplus is None:
         is_wplus = bool((t - t[:, :1]).abs().max() > 0) if t.shape[0] else False
     return WLatents(ws=t, is_wplus=bool(is_wplus), info=info)

@@ -458,19 +458,24 @@ def _resolve_weights(name: str, pretrained: Optional[str], search_dirs, cache_di
 
 def _load_weights_file(name: str, path: Path, quick_gelu: Optional[bool], tag_cfg: Dict[str, Any],
                        cache_dir) -> torch.nn.Module:
-    import open_clip
+    """Build the model for a local weights file. The file is untrusted: it is read with the
+    pack's bounded readers (never ``torch.load``/``torch.jit.load``), and its tensors are
+    compared with the architecture (built on the meta device) before the real model is
+    allocated; problems are a ``ValueError`` naming the file."""
     from open_clip.model import set_model_preprocess_cfg
 
+    from ..io.errors import UntrustedFileError
     from .torchscript import build_openai_clip, is_torchscript_archive, read_torchscript_state_dict
 
     if is_torchscript_archive(path):
         # OpenAI's JIT archives: read the tensors (no TorchScript is compiled or run) and
         # build a regular open_clip model; OpenAI trained with QuickGELU.
-        sd = read_torchscript_state_dict(path)
         try:
-            model = build_openai_clip(sd, quick_gelu=True if quick_gelu is None else quick_gelu)
-        except ValueError as e:
-            raise ValueError(f"{path} is a TorchScript archive but not an OpenAI CLIP model: {e}") from e
+            sd = read_torchscript_state_dict(path)
+            model = build_openai_clip(sd, quick_gelu=True if quick_gelu is None else quick_gelu, path=path)
+        except UntrustedFileError as e:
+            raise ValueError(f"{path} is a TorchScript archive but not a readable OpenAI CLIP model: "
+                             f"{e.problem}") from None
         size = model.visual.image_size
         set_model_preprocess_cfg(model, {
             "size": size, "mode": "RGB", "mean": _OPENAI_MEAN, "std": _OPENAI_STD,
@@ -479,11 +484,128 @@ def _load_weights_file(name: str, path: Path, quick_gelu: Optional[bool], tag_cf
     if quick_gelu is None:
         quick_gelu = bool(tag_cfg.get("quick_gelu", False)) or _path_suggests_openai(path)
     force_pp = {k: tag_cfg[k] for k in ("mean", "std") if k in tag_cfg} or None
+    return _load_open_clip_state_dict(name, path, quick_gelu, force_pp)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    """open_clip logs 'initialized randomly' when a model is built without weights; here
+    the weights are loaded right after, so the notice would mislead."""
+
+    def filter(self, record):
+        return "initialized randomly" not in str(record.msg)
+
+
+def _create_open_clip(name: str, quick_gelu: bool, force_pp, device):
+    import inspect
+
+    import open_clip
+    kw = {}
+    params = inspect.signature(open_clip.create_model).parameters
+    for flag in ("pretrained_image", "pretrained_text", "pretrained_hf"):  # no downloads of tower weights
+        if flag in params:
+            kw[flag] = False
+    root = logging.getLogger()
+    quiet = _DropRandomInitNotice()
+    root.addFilter(quiet)
     try:
-        return open_clip.create_model(name, pretrained=str(path), force_quick_gelu=quick_gelu,
-                                      force_preprocess_cfg=force_pp, cache_dir=cache_dir)
-    except Exception as e:
-        raise RuntimeError(f"Could not load {path} as open_clip architecture '{name}': {e}") from e
+        return open_clip.create_model(name, pretrained=None, force_quick_gelu=quick_gelu,
+                                      force_preprocess_cfg=force_pp, device=device, **kw)
+    finally:
+        root.removeFilter(quiet)
+
+
+def read_state_dict_file(path) -> Dict[str, torch.Tensor]:
+    """The tensors of an open_clip weights file (.safetensors, or a torch.save .bin/.pt/.pth,
+    optionally wrapped in ``{'state_dict': ...}`` and/or prefixed ``module.``), read with the
+    pack's bounded readers. Raises ``UntrustedFileError`` naming the file."""
+    from ..io.errors import UntrustedFileError, describe
+    from ..io.safetensors_files import read_safetensors
+    from ..io.torch_files import read_torch_file
+
+    with open(os.fspath(path), "rb") as fh:
+        head = fh.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and not head.startswith(b"PK"):
+        sd, _ = read_safetensors(path)
+    else:
+        sd = read_torch_file(path, what="the weights file")
+        if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+            sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise UntrustedFileError(path, f"holds {describe(sd)}, expected a state dict of tensors")
+    for k, v in sd.items():
+        if type(k) is not str or not isinstance(v, torch.Tensor):
+            raise UntrustedFileError(path, f"entry {describe(k)} is {describe(v)}; a state dict maps names to tensors")
+    if sd and next(iter(sd)).startswith("module"):
+        sd = {k[7:]: v for k, v in sd.items()}
+    return sd
+
+
+def _load_open_clip_state_dict(name: str, path: Path, quick_gelu: bool, force_pp) -> torch.nn.Module:
+    from open_clip.model import resize_pos_embed, resize_text_pos_embed
+
+    from ..io.errors import UntrustedFileError, describe
+
+    def fail(problem):
+        raise ValueError(f"{path}: cannot be loaded as open_clip architecture '{name}': {problem}") from None
+
+    try:
+        sd = read_state_dict_file(path)
+    except UntrustedFileError as e:
+        fail(e.problem)
+    # The architecture comes from open_clip's own config for `name`; build it on the meta
+    # device and bring the file's state dict into its layout the way open_clip does.
+    try:
+        with torch.device("meta"):
+            meta = _create_open_clip(name, quick_gelu, force_pp, "meta")
+    except Exception as e:  # noqa: BLE001 - unknown names, bad configs
+        raise RuntimeError(f"Could not build open_clip architecture '{name}': {e}") from e
+    try:
+        sd = _to_open_clip_layout(meta, sd)
+        resize_pos_embed(sd, meta)
+        resize_text_pos_embed(sd, meta)
+    except Exception as e:  # noqa: BLE001 - malformed tensors
+        fail(f"its tensors do not fit ({type(e).__name__}: {str(e)[:200]})")
+    expected = meta.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        fail(f"missing tensors {describe(missing[:5], 300)}, unexpected tensors {describe(unexpected[:5], 300)}")
+    for k, ref in expected.items():
+        t = sd[k]
+        if tuple(t.shape) != tuple(ref.shape):
+            fail(f"tensor {k!r} has shape {list(t.shape)}, the architecture expects {list(ref.shape)}")
+        if ref.is_floating_point() and not t.is_floating_point():
+            fail(f"tensor {k!r} has dtype {t.dtype}; weights must be floating point")
+    del meta
+    model = _create_open_clip(name, quick_gelu, force_pp, "cpu")
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+def _to_open_clip_layout(model, sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The state-dict conversions open_clip's ``load_checkpoint`` applies (its own functions)."""
+    from open_clip.model import convert_to_custom_text_state_dict
+    try:
+        from open_clip.convert import convert_state_dict
+    except ImportError:  # pragma: no cover - older open_clip
+        def convert_state_dict(_model, d):
+            return d
+
+    sd = convert_state_dict(model, dict(sd))
+    if "positional_embedding" in sd and not hasattr(model, "positional_embedding"):
+        sd = convert_to_custom_text_state_dict(sd)
+    for key in ("logit_scale", "logit_bias"):
+        ref = getattr(model, key, None)
+        if key in sd and isinstance(ref, torch.Tensor) and ref.ndim != sd[key].ndim:
+            if sd[key].numel() != ref.numel():
+                raise ValueError(f"{key} has {sd[key].numel()} values, expected {ref.numel()}")
+            sd[key] = sd[key].reshape(ref.shape)
+    if "logit_bias" not in sd and getattr(model, "logit_bias", None) is not None and "logit_scale" in sd:
+        sd["logit_bias"] = torch.zeros_like(sd["logit_scale"])
+    position_id_key = "text.transformer.embeddings.position_ids"
+    if position_id_key in sd and not hasattr(model, position_id_key):
+        del sd[position_id_key]
+    return sd
 
 
 def load_clip(name: str, pretrained: Optional[str] = None, device: Union[str, torch.device] = "cpu",

@@ -14,6 +14,19 @@ class ArchitectureError(ValueError):
     """An architecture description is invalid or does not match the weights."""
 
 
+# Ranges accepted for an architecture. Real StyleGAN2 checkpoints use 512 for z/w dims and
+# channel_max, 8 (sometimes 2) mapping layers, up to 1000 classes, 1-4 image channels and
+# the 4-tap filter [1,3,3,1]. The limits leave headroom; an architecture is in any case only
+# accepted from a file that holds its weights (see formats.check_weights_fit).
+MAX_FEATURES = 2048          # z_dim, w_dim, channel_max, embed_features, layer_features
+MAX_CHANNEL_BASE = 1 << 20
+MAX_MAPPING_LAYERS = 16
+MAX_C_DIM = 10000
+MAX_IMG_CHANNELS = 4
+MAX_FILTER_TAPS = 16
+MAX_LR_MUL = 100.0
+
+
 @dataclass(frozen=True)
 class StyleGAN2Config:
     img_resolution: int
@@ -63,25 +76,50 @@ class StyleGAN2Config:
 
     # --------------------------------------------------------------- validation
     def validate(self, where: str = "architecture") -> "StyleGAN2Config":
+        """Check every field's type and range (values may come from an untrusted file:
+        messages show them through a bounded description)."""
+        from ..io.errors import describe
+
         def bad(msg):
             raise ArchitectureError(f"{where}: {msg}")
+
+        def is_int(v):
+            return type(v) is int
+
+        def is_num(v):
+            return type(v) in (int, float) and math.isfinite(v)
+
         r = self.img_resolution
-        if not isinstance(r, int) or r < 4 or r & (r - 1):
-            bad(f"img_resolution must be a power of two, got {r!r}")
+        if not is_int(r) or r < 4 or r & (r - 1):
+            bad(f"img_resolution must be a power of two, got {describe(r)}")
         if not 32 <= r <= 1024:
             bad(f"img_resolution {r} is outside the supported range 32..1024")
-        for name in ("img_channels", "z_dim", "w_dim", "channel_base", "channel_max", "num_mapping_layers"):
+        for name, hi in (("img_channels", MAX_IMG_CHANNELS), ("z_dim", MAX_FEATURES), ("w_dim", MAX_FEATURES),
+                         ("channel_base", MAX_CHANNEL_BASE), ("channel_max", MAX_FEATURES),
+                         ("num_mapping_layers", MAX_MAPPING_LAYERS)):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                bad(f"{name} must be a positive integer, got {v!r}")
-        if not isinstance(self.c_dim, int) or self.c_dim < 0:
-            bad(f"c_dim must be a non-negative integer, got {self.c_dim!r}")
+            if not is_int(v) or v < 1:
+                bad(f"{name} must be a positive integer, got {describe(v)}")
+            if v > hi:
+                bad(f"{name} {v} is larger than any supported model (at most {hi})")
+        if not is_int(self.c_dim) or not 0 <= self.c_dim <= MAX_C_DIM:
+            bad(f"c_dim must be an integer in 0..{MAX_C_DIM}, got {describe(self.c_dim)}")
+        for name in ("embed_features", "layer_features"):
+            v = getattr(self, name)
+            if v is not None and (not is_int(v) or not 1 <= v <= MAX_FEATURES):
+                bad(f"{name} must be None or an integer in 1..{MAX_FEATURES}, got {describe(v)}")
         if self.channels(r) < 1:
             bad(f"channel_base {self.channel_base} gives no channels at {r}px")
-        if not (self.mapping_lr_mul > 0):
-            bad(f"mapping_lr_mul must be > 0, got {self.mapping_lr_mul!r}")
-        if self.conv_clamp is not None and not self.conv_clamp > 0:
-            bad(f"conv_clamp must be > 0 or None, got {self.conv_clamp!r}")
+        if not is_num(self.mapping_lr_mul) or not 0 < self.mapping_lr_mul <= MAX_LR_MUL:
+            bad(f"mapping_lr_mul must be a number in (0, {MAX_LR_MUL:g}], got {describe(self.mapping_lr_mul)}")
+        if self.conv_clamp is not None and (not is_num(self.conv_clamp) or not self.conv_clamp > 0):
+            bad(f"conv_clamp must be a finite number > 0 or None, got {describe(self.conv_clamp)}")
+        f = self.resample_filter
+        if type(f) not in (tuple, list) or not 1 <= len(f) <= MAX_FILTER_TAPS or not all(is_num(x) for x in f):
+            bad(f"resample_filter must be 1..{MAX_FILTER_TAPS} finite numbers, got {describe(f)}")
+        total = math.fsum(f)
+        if not math.isfinite(total) or abs(total) <= 1e-6 * max(abs(x) for x in f):
+            bad(f"resample_filter {describe(f)} sums to {total:g}; its taps must have a non-zero sum")
         return self
 
     # ------------------------------------------------------------ serialisation
@@ -97,15 +135,20 @@ class StyleGAN2Config:
     def from_dict(cls, d: dict, where: str = "architecture") -> "StyleGAN2Config":
         if not isinstance(d, dict):
             raise ArchitectureError(f"{where}: expected a JSON object, got {type(d).__name__}")
+        from ..io.errors import describe
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(k for k in d if k not in known)
         if unknown:
-            raise ArchitectureError(f"{where}: unknown architecture field(s) {unknown}")
+            raise ArchitectureError(f"{where}: unknown architecture field(s) {describe(unknown, 200)}")
         if "img_resolution" not in d:
             raise ArchitectureError(f"{where}: missing field 'img_resolution'")
         kw = dict(d)
         if "resample_filter" in kw:
-            kw["resample_filter"] = tuple(kw["resample_filter"])
+            rf = kw["resample_filter"]
+            if type(rf) not in (list, tuple) or len(rf) > MAX_FILTER_TAPS:
+                raise ArchitectureError(f"{where}: resample_filter must be a list of at most {MAX_FILTER_TAPS} "
+                                        f"numbers, got {describe(rf)}")
+            kw["resample_filter"] = tuple(rf)
         try:
             cfg = cls(**kw)
         except TypeError as e:

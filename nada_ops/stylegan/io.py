@@ -115,11 +115,14 @@ class GeneratorHandle:
 
 
 def generator_from_read(res: ReadResult, path, device="cpu") -> tuple[Generator, dict]:
+    for name, t in res.state_dict.items():
+        if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+            raise CheckpointError(path, f"tensor {name!r} is not a floating-point tensor; integer weights are refused")
     G = Generator(res.cfg)
     try:
         G.load_state_dict(res.state_dict, strict=True)
     except RuntimeError as e:
-        raise CheckpointError(path, f"weights do not fit the architecture: {e}") from None
+        raise CheckpointError(path, f"weights do not fit the architecture: {str(e)[:500]}") from None
     prov = dict(res.provenance)
     prov.setdefault("source_file", os.path.basename(os.fspath(path)))
     prov.setdefault("source_format", res.format)
@@ -128,8 +131,11 @@ def generator_from_read(res: ReadResult, path, device="cpu") -> tuple[Generator,
             G.mapping.w_avg.copy_(estimate_w_avg(G, W_AVG_ESTIMATE_SAMPLES, W_AVG_ESTIMATE_SEED))
         prov["w_avg"] = (f"estimated from {W_AVG_ESTIMATE_SAMPLES} mapped samples (seed {W_AVG_ESTIMATE_SEED}); "
                          "the checkpoint stores no average latent")
-    for name, t in G.state_dict().items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
+    # Every parameter AND buffer, non-persistent ones (the resampling filters) included.
+    for name, t in list(G.named_parameters()) + list(G.named_buffers()):
+        if not t.is_floating_point():
+            raise CheckpointError(path, f"tensor {name!r} has dtype {t.dtype}, expected floating point")
+        if not torch.isfinite(t).all():
             raise CheckpointError(path, f"tensor {name!r} contains NaN or Inf values")
     G.eval().requires_grad_(False)
     return G.to(device), prov

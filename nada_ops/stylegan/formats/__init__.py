@@ -16,7 +16,8 @@ class CheckpointError(ValueError):
     """A model file cannot be read; the message names the file and the problem."""
 
     def __init__(self, path, problem: str):
-        self.path = str(path)
+        from ...io.errors import path_text
+        self.path = path_text(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
@@ -28,3 +29,30 @@ class ReadResult:
     format: str                               # 'nvidia-pkl' | 'rosinality-pt' | 'safetensors'
     w_avg_in_checkpoint: bool = True          # False: the caller estimates w_avg
     provenance: dict = field(default_factory=dict)   # free-form, JSON-serialisable
+
+
+#: Fewest bytes a stored weight can take (float16 / bfloat16).
+MIN_WEIGHT_BYTES = 2
+
+
+def reference_shapes(cfg: StyleGAN2Config) -> dict[str, tuple]:
+    """Shapes of ``Generator(cfg).state_dict()``, built on the meta device (no memory)."""
+    from ..networks import Generator
+    with torch.device("meta"):
+        G = Generator(cfg)
+    return {k: tuple(v.shape) for k, v in G.state_dict().items()}
+
+
+def check_weights_fit(cfg: StyleGAN2Config, present_bytes: int, path, where: str = "the file") -> dict[str, tuple]:
+    """Refuse an architecture whose weights cannot be in ``present_bytes`` bytes of tensor
+    data (checked before any network is built); returns :func:`reference_shapes`."""
+    import math
+    shapes = reference_shapes(cfg)
+    n = sum(math.prod(s) for s in shapes.values())
+    need = n * MIN_WEIGHT_BYTES
+    if need > present_bytes:
+        raise CheckpointError(
+            path, f"the architecture it declares ({cfg.img_resolution}px, channel_max {cfg.channel_max}, "
+                  f"w_dim {cfg.w_dim}, {cfg.num_mapping_layers} mapping layers) has {n:,} weights, at least "
+                  f"{need:,} bytes, but {where} holds only {present_bytes:,} bytes of tensor data")
+    return shapes

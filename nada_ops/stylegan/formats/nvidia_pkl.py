@@ -5,28 +5,31 @@ NVIDIA's network pickles store each network as a "persistent object": the pickle
 class name, the full source code of the module that defined it (``module_src``) and the
 object's ``__dict__`` (``_parameters``, ``_buffers``, ``_modules``, ``_init_kwargs``, ...).
 NVIDIA's own loader ``exec``s ``module_src``, i.e. loading such a file runs code taken from
-the file.  This reader never does: it unpickles with an explicit allow-list of globals
-(tensor/storage rebuilds, ``OrderedDict``, numpy scalar/array reconstruction, ``set``) in
-which the persistence hook is a stub that only *records* ``meta``, and everything else is
-refused.  The recorded state tree is then mapped onto our own
+the file.  This reader never does: it unpickles with the pack's bounded unpickler
+(:mod:`nada_ops.io.pickles`) and an explicit allow-list of globals (tensor/storage
+rebuilds that validate every tensor against the bytes behind it, ``OrderedDict``, numpy
+scalars/arrays built only from raw bytes in the file, ``set``) in which the persistence
+hook is a stub that only *records* ``meta``, and everything else is refused.  The recorded state tree is then mapped onto our own
 :class:`~nada_ops.stylegan.networks.Generator` by parameter name, and every tensor is
 checked against the shapes our network expects.
 """
 from __future__ import annotations
 
-import collections
-import io
 import math
 import os
 import pickle
 import re
-import warnings
 
 import numpy as np
 import torch
 
-from ..config import ArchitectureError, StyleGAN2Config
-from . import CheckpointError, ReadResult
+from ...io.errors import UntrustedFileError, describe
+from ...io.numpy_files import NumpyArray, numpy_allow_list
+from ...io.pickles import AllowList, BoundedUnpickler, global_name, run_unpickler
+from ...io.tensors import FLOAT_DTYPES, float32_copy
+from ...io.torch_files import open_untrusted, read_legacy_storage_bytes, torch_allow_list
+from ..config import MAX_MAPPING_LAYERS, ArchitectureError, StyleGAN2Config
+from . import CheckpointError, ReadResult, check_weights_fit
 
 __all__ = ["read_nvidia_pickle", "PersistentRecord", "SafeNvidiaUnpickler"]
 
@@ -47,14 +50,18 @@ class PersistentRecord:
     __slots__ = ("class_name", "module_src", "state", "version", "kind")
 
     def __init__(self, meta):
-        if not isinstance(meta, dict):
-            raise pickle.UnpicklingError(
-                f"persistent object description is a {type(meta).__name__}, expected a dict")
-        self.kind = meta.get("type")
-        self.version = meta.get("version")
-        self.class_name = meta.get("class_name")
+        # Types are checked before anything looks at the values (a nested list here
+        # would otherwise be str()'d in messages at exponential cost).
+        if type(meta) is not dict:
+            raise pickle.UnpicklingError(f"persistent object description is {describe(meta)}, expected a dict")
+        kind, version, name = meta.get("type"), meta.get("version"), meta.get("class_name")
+        self.kind = kind if type(kind) is str or kind is None else describe(kind)
+        self.version = version if type(version) in (int, str) or version is None else describe(version)
+        if name is not None and (type(name) is not str or len(name) > 200):
+            raise pickle.UnpicklingError(f"persistent object class name is {describe(name)}, expected a short string")
+        self.class_name = name
         src = meta.get("module_src")
-        self.module_src = src if isinstance(src, str) else ""
+        self.module_src = src if type(src) is str else ""
         state = meta.get("state")
         self.state = state if isinstance(state, dict) else {}
 
@@ -63,7 +70,7 @@ class PersistentRecord:
             self.state.update(state)
 
     def __repr__(self):
-        return f"<PersistentRecord {self.class_name!r}>"
+        return f"<PersistentRecord {describe(self.class_name)}>"
 
 
 def _record_persistent_obj(meta):
@@ -72,126 +79,75 @@ def _record_persistent_obj(meta):
 
 class _PickledEasyDict(dict):
     """Stand-in for ``dnnlib.EasyDict``: a plain dict (instances keep a ``__dict__`` so
-    that a BUILD opcode with an empty state is harmless)."""
+    that a BUILD opcode with an empty state is harmless). Only ever created empty: its
+    items arrive through the unpickler's checked SETITEMS."""
+
+    def __init__(self, *args, **kwargs):
+        if args or kwargs:
+            raise pickle.UnpicklingError("dnnlib.EasyDict called with arguments")
+        super().__init__()
 
 
-def _load_storage_from_bytes(b):
-    """Stand-in for ``torch.storage._load_from_bytes``: the bytes are a legacy
-    ``torch.save`` of one storage; read them with torch's weights-only unpickler."""
-    if not isinstance(b, (bytes, bytearray)):
-        raise pickle.UnpicklingError(f"tensor storage payload is a {type(b).__name__}, expected bytes")
-    with warnings.catch_warnings():       # torch's notes about odd protocols in corrupt files
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.load(io.BytesIO(b), weights_only=True, map_location="cpu")
-
-
-def _latin1_bytes(text, encoding="latin1"):
-    """Stand-in for ``_codecs.encode``, which protocol-2 pickles use to store bytes."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("unexpected _codecs.encode call in the pickle")
-    return text.encode("latin1")
-
-
-def _build_allow_list() -> dict[tuple[str, str], object]:
-    allowed: dict[tuple[str, str], object] = {}
-    for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3",
-                 "_rebuild_parameter", "_rebuild_parameter_with_state"):
-        fn = getattr(torch._utils, name, None)
-        if fn is not None:
-            allowed[("torch._utils", name)] = fn
-    allowed[("torch.storage", "_load_from_bytes")] = _load_storage_from_bytes
-    allowed[("torch", "Size")] = torch.Size
-    for name in ("float32", "float", "float64", "double", "float16", "half", "bfloat16", "uint8",
-                 "int8", "int16", "short", "int32", "int", "int64", "long", "bool",
-                 "complex64", "cfloat", "complex128", "cdouble"):
-        obj = getattr(torch, name, None)
-        if isinstance(obj, torch.dtype):
-            allowed[("torch", name)] = obj
-    allowed[("collections", "OrderedDict")] = collections.OrderedDict
-    allowed[("_codecs", "encode")] = _latin1_bytes
-    for mod in ("builtins", "__builtin__"):
-        allowed[(mod, "set")] = set
-        allowed[(mod, "frozenset")] = frozenset
-    # numpy scalar / array / dtype reconstruction (numpy 1.x and 2.x module names).
-    try:
-        from numpy._core import multiarray as _ma     # numpy >= 2
-    except ImportError:                                # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray as _ma
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = _ma._reconstruct
-        allowed[(mod, "scalar")] = _ma.scalar
-    allowed[("numpy", "ndarray")] = np.ndarray
-    allowed[("numpy", "dtype")] = np.dtype
+def _build_allow_list() -> AllowList:
+    a = torch_allow_list().merged(numpy_allow_list())
     # NVIDIA's persistence hook -> recorder; dnnlib.EasyDict -> dict.
-    allowed[("torch_utils.persistence", "_reconstruct_persistent_obj")] = _record_persistent_obj
-    allowed[("dnnlib", "EasyDict")] = _PickledEasyDict
-    allowed[("dnnlib.util", "EasyDict")] = _PickledEasyDict
-    return allowed
+    a.call("torch_utils.persistence", "_reconstruct_persistent_obj", _record_persistent_obj)
+    a.setstate(PersistentRecord)
+    for mod in ("dnnlib", "dnnlib.util"):
+        a.call(mod, "EasyDict", _PickledEasyDict)
+        a.new(mod, "EasyDict", _PickledEasyDict)
+    return a
 
 
-_ALLOWED = None
+_ALLOWED = _build_allow_list()
 
 
-def _allowed() -> dict:
-    global _ALLOWED
-    if _ALLOWED is None:
-        _ALLOWED = _build_allow_list()
-    return _ALLOWED
+class SafeNvidiaUnpickler(BoundedUnpickler):
+    """The pack's bounded unpickler with NVIDIA's allow-list; tensor storages (legacy
+    ``torch.save`` blobs in ``_load_from_bytes`` calls) are parsed by
+    :func:`nada_ops.io.torch_files.read_legacy_storage_bytes`, never by ``torch.load``."""
 
+    def __init__(self, file, path, budget, size: int):
+        load_from_bytes = self._load_storage_from_bytes
+        allow = _ALLOWED.merged(AllowList().call("torch.storage", "_load_from_bytes", load_from_bytes))
+        super().__init__(file, path=path, budget=budget, size=size, what="the network pickle", allow=allow)
 
-class SafeNvidiaUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only allow-listed globals and never imports anything
-    named in the file."""
+    def _load_storage_from_bytes(self, b, *rest):
+        if rest:
+            raise pickle.UnpicklingError("torch.storage._load_from_bytes called with extra arguments")
+        return read_legacy_storage_bytes(b, self.path, self.budget)
 
-    def __init__(self, file, path):
-        super().__init__(file)
-        self._path = path
-
-    def find_class(self, module, name):
-        obj = _allowed().get((module, name))
-        if obj is not None:
-            return obj
-        full = f"{module}.{name}"
-        if module.startswith("dnnlib.tflib") or module == "dnnlib.tflib":
-            raise CheckpointError(
-                self._path,
+    def refuse_global(self, module, name):
+        full = global_name(module, name)
+        if type(module) is str and module.startswith("dnnlib.tflib"):
+            self.refuse(
                 f"this is a TensorFlow-era StyleGAN pickle (it references '{full}'); it cannot "
                 "be read directly. Convert it to a PyTorch pickle first with NVIDIA's legacy.py "
                 "(stylegan2-ada-pytorch: python legacy.py --source=OLD.pkl --dest=NEW.pkl), "
                 "then load the converted file")
-        raise CheckpointError(
-            self._path,
+        self.refuse(
             f"refuses to load global '{full}': only tensors, plain containers and NVIDIA's "
             "recorded network state are allowed in a model pickle (loading anything else "
             "could run code stored in the file)")
 
     def persistent_load(self, pid):
-        raise CheckpointError(
-            self._path,
+        self.refuse(
             "the pickle uses persistent ids (is this a torch.save file rather than an NVIDIA "
             "network pickle?)")
 
 
 # ----------------------------------------------------------------------------- loading
 def _short(e: BaseException, limit: int = 300) -> str:
-    s = f"{type(e).__name__}: {e}"
+    s = f"{type(e).__name__}: {str(e)[:limit]}"
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
-def _unpickle(path) -> object:
-    name = os.fspath(path)
-    try:
-        size = os.path.getsize(name)
-    except FileNotFoundError:
-        raise CheckpointError(path, "file not found") from None
-    except OSError as e:
-        raise CheckpointError(path, f"cannot access file ({_short(e)})") from None
-    if os.path.isdir(name):
+def _unpickle(path) -> tuple[object, int]:
+    """(unpickled object, file size)."""
+    if os.path.isdir(os.fspath(path)):
         raise CheckpointError(path, "is a directory, expected an NVIDIA .pkl file")
-    if size == 0:
-        raise CheckpointError(path, "file is empty")
     try:
-        with open(name, "rb") as f:
+        with open_untrusted(path) as (f, budget):
             head = f.read(4)
             if head.startswith(b"PK\x03\x04"):
                 raise CheckpointError(
@@ -199,26 +155,33 @@ def _unpickle(path) -> object:
             if not head.startswith(b"\x80"):
                 raise CheckpointError(path, "is not a binary pickle file (no pickle protocol header)")
             f.seek(0)
-            return SafeNvidiaUnpickler(f, path).load()
+            u = SafeNvidiaUnpickler(f, path, budget, budget.file_size)
+            return run_unpickler(u), budget.file_size
     except CheckpointError:
         raise
-    except (EOFError, pickle.UnpicklingError) as e:
-        text = str(e)
-        if isinstance(e, EOFError) or "truncated" in text:
-            raise CheckpointError(path, f"file is truncated or corrupt ({_short(e)})") from None
-        raise CheckpointError(path, f"not a readable NVIDIA pickle ({_short(e)})") from None
+    except UntrustedFileError as e:
+        problem = e.problem
+        if problem == "file does not exist":
+            problem = "file not found"
+        raise CheckpointError(path, problem) from None
     except OSError as e:
         raise CheckpointError(path, f"cannot read file ({_short(e)})") from None
-    except Exception as e:                       # noqa: BLE001 - any decoder failure
-        raise CheckpointError(path, f"corrupt or unsupported pickle ({_short(e)})") from None
 
 
 # ------------------------------------------------------------------------ state handling
 def _modules_of(rec: PersistentRecord, path, where: str) -> dict:
-    mods = rec.state.get("_modules") or {}
+    mods = rec.state.get("_modules")
+    if mods is None:
+        return {}
     if not isinstance(mods, dict):
         raise CheckpointError(path, f"{where}: '_modules' is a {type(mods).__name__}, expected a dict")
     return mods
+
+
+def _check_name(k, path, prefix):
+    if type(k) is not str or not 0 < len(k) <= 200:
+        raise CheckpointError(path, f"'{prefix or '<root>'}' holds an entry named {describe(k)}, expected a short "
+                                    "attribute name")
 
 
 def _flatten(rec: PersistentRecord, path, prefix: str, out: dict, records: dict, depth: int, seen: set):
@@ -230,16 +193,20 @@ def _flatten(rec: PersistentRecord, path, prefix: str, out: dict, records: dict,
     seen.add(id(rec))
     records[prefix[:-1]] = rec
     for kind in ("_parameters", "_buffers"):
-        d = rec.state.get(kind) or {}
+        d = rec.state.get(kind)
+        if d is None:
+            continue
         if not isinstance(d, dict):
             raise CheckpointError(path, f"'{prefix or '<root>'}' {kind} is a {type(d).__name__}, expected a dict")
         for k, v in d.items():
+            _check_name(k, path, prefix)
             if v is None:
                 continue
             if not isinstance(v, torch.Tensor):
                 raise CheckpointError(path, f"'{prefix}{k}' is a {type(v).__name__}, expected a tensor")
             out[f"{prefix}{k}"] = v
     for name, sub in _modules_of(rec, path, prefix or "<root>").items():
+        _check_name(name, path, prefix)
         if sub is None:
             continue
         if not isinstance(sub, PersistentRecord):
@@ -271,7 +238,7 @@ def _is_stylegan3(rec: PersistentRecord) -> bool:
 
 def _as_int(v, path, what) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise CheckpointError(path, f"{what} is {v!r}, expected an integer")
+        raise CheckpointError(path, f"{what} is {describe(v)}, expected an integer")
     return int(v)
 
 
@@ -279,8 +246,11 @@ def _as_float_or_none(v, path, what):
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise CheckpointError(path, f"{what} is {v!r}, expected a number or None")
-    return float(v)
+        raise CheckpointError(path, f"{what} is {describe(v)}, expected a number or None")
+    v = float(v)
+    if not math.isfinite(v):
+        raise CheckpointError(path, f"{what} is {v}, expected a finite number")
+    return v
 
 
 _G_POSITIONAL = ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs")
@@ -306,13 +276,17 @@ def _attr(rec: PersistentRecord | None, name, default=None):
 
 def _consistent(path, values: dict, what: str):
     """All recorded values of one attribute must agree; returns the common value."""
-    def norm(v):
+    def norm(k, v):
+        # only plain values are compared (attacker-built containers are never hashed or repr'd)
         if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-            return float(v)
-        return repr(v)
-    distinct = {norm(v) for v in values.values()}
+            v = float(v)
+            return ("num", v) if v == v else ("nan", None)
+        if v is None or type(v) in (str, bool):
+            return (type(v).__name__, v)
+        raise CheckpointError(path, f"'{k}' records {what} as {describe(v)}, expected a plain value")
+    distinct = {norm(k, v) for k, v in values.items()}
     if len(distinct) > 1:
-        listing = ", ".join(f"{k}={v!r}" for k, v in list(values.items())[:6])
+        listing = ", ".join(f"{k}={describe(v)}" for k, v in list(values.items())[:6])
         raise CheckpointError(path, f"layers disagree on {what} ({listing}); this generator layout is not supported")
     return next(iter(values.values())) if values else None
 
@@ -329,6 +303,10 @@ def _build_config(G: PersistentRecord, records: dict, tensors: dict, path) -> tu
 
     z_dim, c_dim, w_dim = top("z_dim"), top("c_dim"), top("w_dim")
     img_resolution, img_channels = top("img_resolution"), top("img_channels")
+    # Ranges first: the values below drive loops (layers, blocks) before the full check.
+    if not 32 <= img_resolution <= 1024:
+        raise CheckpointError(path, f"unsupported generator architecture: img_resolution {img_resolution} is "
+                                    "outside the supported range 32..1024")
     if z_dim == 0:
         raise CheckpointError(path, "generators without a z input (z_dim=0) are not supported")
 
@@ -353,8 +331,8 @@ def _build_config(G: PersistentRecord, records: dict, tensors: dict, path) -> tu
     # --- mapping network
     num_layers = _attr(mapping, "num_layers", mk.get("num_layers", 8))
     num_layers = _as_int(num_layers, path, "mapping num_layers")
-    if num_layers < 1:
-        raise CheckpointError(path, f"mapping num_layers is {num_layers}")
+    if not 1 <= num_layers <= MAX_MAPPING_LAYERS:
+        raise CheckpointError(path, f"mapping num_layers is {num_layers} (supported: 1..{MAX_MAPPING_LAYERS})")
     fcs = {f"mapping.fc{i}": records.get(f"mapping.fc{i}") for i in range(num_layers)}
     missing = [k for k, v in fcs.items() if v is None]
     if missing:
@@ -447,32 +425,30 @@ def _build_config(G: PersistentRecord, records: dict, tensors: dict, path) -> tu
     return cfg, notes
 
 
-def _map_state(cfg: StyleGAN2Config, tensors: dict, notes: dict, path) -> dict[str, torch.Tensor]:
-    from ..networks import Generator
+def _map_state(cfg: StyleGAN2Config, tensors: dict, notes: dict, path,
+               expected: dict[str, tuple]) -> dict[str, torch.Tensor]:
     from ...ops import setup_filter
 
-    with torch.device("meta"):
-        expected = Generator(cfg).state_dict()
     ref_filter = setup_filter(list(cfg.resample_filter))
     out: dict[str, torch.Tensor] = {}
     no_noise = set(notes.get("layers_without_noise") or ())
-    for key, ref in expected.items():
+    for key, shape in expected.items():
         t = tensors.get(key)
         if t is None:
             layer = key.rsplit(".", 1)[0]
             if key == "mapping.w_avg" and not notes.get("w_avg_present"):
-                t = torch.zeros(ref.shape)
+                t = torch.zeros(shape)
             elif layer in no_noise and key.endswith((".noise_strength", ".noise_const")):
-                t = torch.zeros(ref.shape)     # a layer without noise == zero noise strength
+                t = torch.zeros(shape)         # a layer without noise == zero noise strength
             else:
-                raise CheckpointError(path, f"missing tensor '{key}' (expected shape {list(ref.shape)})")
-        if tuple(t.shape) != tuple(ref.shape):
+                raise CheckpointError(path, f"missing tensor '{key}' (expected shape {list(shape)})")
+        if tuple(t.shape) != tuple(shape):
             raise CheckpointError(
-                path, f"tensor '{key}' has shape {list(t.shape)}, expected {list(ref.shape)} for "
+                path, f"tensor '{key}' has shape {list(t.shape)}, expected {list(shape)} for "
                       f"{cfg.img_resolution}px, channel_base={cfg.channel_base}, channel_max={cfg.channel_max}")
-        if not t.is_floating_point():
+        if t.dtype not in FLOAT_DTYPES:
             raise CheckpointError(path, f"tensor '{key}' has dtype {t.dtype}, expected a float tensor")
-        out[key] = t.detach().to(dtype=torch.float32, memory_format=torch.contiguous_format).clone()
+        out[key] = float32_copy(t.detach())     # the one copy; the file's buffers are dropped
     extra = sorted(set(tensors) - set(expected))
     for key in extra:
         if key.endswith(".resample_filter"):
@@ -486,22 +462,27 @@ def _map_state(cfg: StyleGAN2Config, tensors: dict, notes: dict, path) -> dict[s
 
 
 def _jsonable(v, depth=0):
-    if isinstance(v, (str, bool, int, float)) or v is None:
-        return v
-    if isinstance(v, (np.integer,)):
+    """A small JSON-able copy of a recorded value (bounded size; never calls repr on file data)."""
+    if type(v) is str:
+        return v if len(v) <= 500 else v[:500] + "..."
+    if type(v) in (bool, int, float) or v is None:
+        return v if type(v) is not int or v.bit_length() <= 64 else describe(v)
+    if isinstance(v, np.integer):
         return int(v)
-    if isinstance(v, (np.floating,)):
+    if isinstance(v, np.floating):
         return float(v)
-    if depth < 3 and isinstance(v, (list, tuple)):
+    if isinstance(v, NumpyArray) and v.array is not None and v.array.size <= 16:
+        return v.array.tolist()
+    if depth < 3 and type(v) in (list, tuple) and len(v) <= 64:
         return [_jsonable(x, depth + 1) for x in v]
-    if depth < 3 and isinstance(v, dict):
-        return {str(k): _jsonable(x, depth + 1) for k, x in v.items()}
-    return repr(v)[:80]
+    if depth < 3 and isinstance(v, dict) and len(v) <= 64:
+        return {str(k)[:200]: _jsonable(x, depth + 1) for k, x in v.items()}
+    return describe(v)
 
 
 def _describe(top) -> str:
     if isinstance(top, PersistentRecord):
-        return f"a single {top.class_name!r} network"
+        return f"a single {describe(top.class_name)} network"
     return f"an object of type {type(top).__name__}"
 
 
@@ -512,7 +493,7 @@ def read_nvidia_pickle(path, network: str = "G_ema") -> ReadResult:
     Never executes code from the file. Raises :class:`CheckpointError` (naming the file
     and the problem) for anything that is not a readable StyleGAN2 skip generator.
     """
-    top = _unpickle(path)
+    top, file_size = _unpickle(path)
     other_keys: list[str] = []
     if isinstance(top, dict):
         keys = [k for k in top if isinstance(k, str)]
@@ -520,8 +501,10 @@ def read_nvidia_pickle(path, network: str = "G_ema") -> ReadResult:
             hint = ""
             if network == "G_ema" and "G" in top:
                 hint = "; pass network='G' to read the non-averaged generator"
+            held = sorted(k[:100] for k in keys[:50])
             raise CheckpointError(
-                path, f"the pickle has no '{network}' network (it holds {sorted(keys)}){hint}")
+                path, f"the pickle has no '{network}' network (it holds {held}{'...' if len(keys) > 50 else ''})"
+                      f"{hint}")
         G = top[network]
         other_keys = sorted(k for k in keys if k != network)
         training_set = top.get("training_set_kwargs")
@@ -535,19 +518,23 @@ def read_nvidia_pickle(path, network: str = "G_ema") -> ReadResult:
         raise CheckpointError(
             path, f"'{network}' is a {type(G).__name__}, not one of NVIDIA's persistent network objects")
     if G.kind not in (None, "class"):
-        raise CheckpointError(path, f"'{network}' has persistent object type {G.kind!r}, expected 'class'")
+        raise CheckpointError(path, f"'{network}' has persistent object type {describe(G.kind)}, expected 'class'")
     if _is_stylegan3(G):
         raise CheckpointError(path, _SG3_MESSAGE)
-    cname = str(G.class_name)
+    cname = str(G.class_name)             # a short str or None (checked when recorded)
     if cname.rsplit(".", 1)[-1] != "Generator":
-        raise CheckpointError(path, f"'{network}' is a {cname!r}, not a StyleGAN2 Generator")
+        raise CheckpointError(path, f"'{network}' is a {describe(G.class_name)}, not a StyleGAN2 Generator")
 
     tensors: dict[str, torch.Tensor] = {}
     records: dict[str, PersistentRecord] = {}
     try:
         _flatten(G, path, "", tensors, records, 0, set())
         cfg, notes = _build_config(G, records, tensors, path)
-        state = _map_state(cfg, tensors, notes, path)
+        # The declared architecture must fit in the tensor data really present, before
+        # any weight is copied or any network built.
+        present = min(file_size, sum(t.numel() * t.element_size() for t in tensors.values()))
+        expected = check_weights_fit(cfg, present, path, "the generator in the file")
+        state = _map_state(cfg, tensors, notes, path, expected)
     except CheckpointError:
         raise
     except Exception as e:                       # noqa: BLE001 - malformed state tree

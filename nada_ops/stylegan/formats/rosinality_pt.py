@@ -3,8 +3,10 @@
 A file is a ``torch.save`` dict.  The generator lives under ``g_ema`` (rosinality's
 train.py also stores ``g``, ``d``, optimizer states, ``args`` (an argparse Namespace) and
 ``ada_aug_p``; StyleGAN-NADA's train.py stores only ``g_ema`` and ``g_optim``; converted
-NVIDIA models carry ``latent_avg``).  Files are read with ``torch.load(weights_only=True)``:
-no code from the file is ever run.  The only extra global allowed is ``argparse.Namespace``.
+NVIDIA models carry ``latent_avg``).  Files are read with the pack's bounded torch-file
+reader (:func:`nada_ops.io.torch_files.read_torch_file`: what ``weights_only`` allows, with
+every tensor checked against the bytes behind it and bounded unpickling cost): no code from
+the file is ever run.  The only extra global allowed is ``argparse.Namespace``.
 
 Key layout of a rosinality generator state dict and what it becomes here:
 
@@ -38,17 +40,19 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import pickle
 import re
-import zipfile
 
 import torch
 
 from ...fileio import atomic_write
+from ...io.errors import UntrustedFileError, describe
+from ...io.pickles import AllowList
+from ...io.tensors import FLOAT_DTYPES, float32_copy
+from ...io.torch_files import read_torch_file
 from ..config import ArchitectureError, StyleGAN2Config
 from ..networks import Generator
 from ...ops import setup_filter
-from . import CheckpointError, ReadResult
+from . import CheckpointError, ReadResult, check_weights_fit
 
 FORMAT = "rosinality-pt"
 ROSINALITY_DEFAULT_LR_MLP = 0.01
@@ -56,10 +60,12 @@ ROSINALITY_DEFAULT_LR_MLP = 0.01
 # Globals a real file may contain beyond what weights_only allows by default.
 ALLOWED_EXTRA_GLOBALS = (argparse.Namespace,)
 
-_STYLE_RE = re.compile(r"^style\.(\d+)\.(weight|bias)$")
-_TORGB_RE = re.compile(r"^to_rgbs\.(\d+)\.")
-_CONVS_RE = re.compile(r"^convs\.(\d+)\.")
-_NOISE_RE = re.compile(r"^noises\.noise_(\d+)$")
+_STYLE_RE = re.compile(r"^style\.(\d{1,6})\.(weight|bias)$")
+_TORGB_RE = re.compile(r"^to_rgbs\.(\d{1,6})\.")
+_CONVS_RE = re.compile(r"^convs\.(\d{1,6})\.")
+_NOISE_RE = re.compile(r"^noises\.noise_(\d{1,6})$")
+#: to_rgbs.0 .. to_rgbs.7: 8 upsampling blocks = 1024 px, the largest supported resolution
+_MAX_UP_BLOCKS = 8
 _DERIVED_RE = re.compile(r"^(convs\.(\d+)\.conv\.blur\.kernel|to_rgbs\.(\d+)\.upsample\.kernel)$")
 
 
@@ -143,44 +149,20 @@ def _derived_kernels(cfg: StyleGAN2Config) -> dict[str, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- loading
+_ALLOW = AllowList()
+for _cls in ALLOWED_EXTRA_GLOBALS:     # created empty (NEWOBJ), attributes filled by BUILD
+    _ALLOW.new(_cls.__module__, _cls.__qualname__, _cls)
+
+
 def _safe_load(path: str):
-    if not os.path.exists(path):
-        raise CheckpointError(path, "file does not exist")
-    if os.path.isdir(path):
-        raise CheckpointError(path, "is a folder, expected a .pt file")
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(path, "file is empty")
     try:
-        with torch.serialization.safe_globals(list(ALLOWED_EXTRA_GLOBALS)):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        m = re.search(r"GLOBAL ([\w.]+)", msg)
-        if m:
-            raise CheckpointError(
-                path, f"the file contains code/objects that are not allowed (it references {m.group(1)}); "
-                      "only tensors, plain containers and argparse.Namespace are accepted, nothing from "
-                      "the file is executed") from None
-        m = re.search(r"WeightsUnpickler error:\s*(.+)", msg)
-        detail = m.group(1).strip() if m else "invalid pickle data"
-        raise CheckpointError(path, "not a readable torch checkpoint (corrupt, truncated or not a "
-                                    f"torch.save file): {_first_line(detail)}") from None
-    except (EOFError, zipfile.BadZipFile) as e:
-        raise CheckpointError(path, f"file is truncated or corrupt ({type(e).__name__})") from None
-    except OSError as e:
-        raise CheckpointError(path, f"cannot read the file: {e}") from None
-    except Exception as e:  # RuntimeError from the zip reader, ValueError, ...
-        raise CheckpointError(path, "not a readable torch checkpoint (corrupt, truncated or not a "
-                                    f"torch.save file): {type(e).__name__}: {_first_line(str(e))}") from None
-
-
-def _first_line(msg: str) -> str:
-    """First sentence of an exception message (torch's are long and give advice that does
-    not apply here)."""
-    lines = [l.strip() for l in msg.splitlines() if l.strip()]
-    first = lines[0] if lines else ""
-    first = first.split(". ")[0]
-    return first[:200]
+        return read_torch_file(path, allow=_ALLOW, what="the checkpoint")
+    except UntrustedFileError as e:
+        problem = e.problem
+        if "refusing to load global" in problem:
+            problem += "; only tensors, plain containers and argparse.Namespace are accepted, nothing from " \
+                       "the file is executed"
+        raise CheckpointError(path, problem) from None
 
 
 def _looks_like_generator(d) -> bool:
@@ -198,8 +180,10 @@ def _strip_module_prefix(sd: dict) -> dict:
 def _args_summary(args) -> dict:
     """JSON-serialisable subset of a saved argparse Namespace."""
     out = {}
-    for k, v in sorted(vars(args).items()):
-        if isinstance(v, (bool, int, float, str)) or v is None:
+    for k, v in sorted(vars(args).items())[:200]:
+        if type(v) is str:
+            out[k] = v[:500]
+        elif type(v) in (bool, float) or v is None or (type(v) is int and v.bit_length() <= 64):
             out[k] = v
     return out
 
@@ -231,6 +215,9 @@ def _infer_config(sd: dict, path: str, lr_mul: float, notes: list) -> StyleGAN2C
     rgb_idx = sorted({int(m.group(1)) for k in sd if isinstance(k, str) and (m := _TORGB_RE.match(k))})
     conv_idx = sorted({int(m.group(1)) for k in sd if isinstance(k, str) and (m := _CONVS_RE.match(k))})
     n_up = len(rgb_idx)
+    if n_up > _MAX_UP_BLOCKS:
+        raise CheckpointError(path, f"{n_up} ToRGB layers imply a resolution of 2^{n_up + 2} px; at most 1024 px "
+                                    "is supported")
     if rgb_idx != list(range(n_up)):
         raise CheckpointError(path, f"ToRGB layers are not numbered to_rgbs.0..to_rgbs.{n_up - 1}: found {rgb_idx}")
     if conv_idx != list(range(2 * n_up)):
@@ -298,7 +285,7 @@ def read_rosinality(path, key: str = "g_ema") -> ReadResult:
             notes.append("the file has no 'g_ema' (EMA generator); the non-averaged training "
                          "generator 'g' was used instead")
         if used_key not in obj:
-            found = ", ".join(repr(k) for k in list(obj)[:12])
+            found = ", ".join(describe(k, 60) for k in list(obj)[:12])
             raise CheckpointError(path, f"no generator {key!r} in the file (top-level keys: {found or 'none'}); "
                                         "expected a rosinality/StyleGAN-NADA checkpoint")
         sd = obj[used_key]
@@ -320,6 +307,9 @@ def read_rosinality(path, key: str = "g_ema") -> ReadResult:
     prov["mapping_lr_mul_source"] = lr_src
 
     cfg = _infer_config(sd, path, lr_mul, notes)
+    # The inferred architecture must fit in the tensor data really present.
+    present = sum(t.numel() * t.element_size() for t in sd.values() if isinstance(t, torch.Tensor))
+    check_weights_fit(cfg, min(present, os.path.getsize(path)), path, "the generator in the file")
 
     # Map every tensor, checking names and shapes.
     table = key_table(cfg)
@@ -327,9 +317,9 @@ def read_rosinality(path, key: str = "g_ema") -> ReadResult:
     derived = _derived_kernels(cfg)
     for k in sd:
         if not isinstance(k, str):
-            raise CheckpointError(path, f"unexpected non-string key {k!r} in the generator state dict")
+            raise CheckpointError(path, f"unexpected non-string key {describe(k)} in the generator state dict")
         if k not in expected_rosi and k not in derived:
-            raise CheckpointError(path, f"unexpected tensor {k!r} for the inferred architecture "
+            raise CheckpointError(path, f"unexpected tensor {describe(k, 120)} for the inferred architecture "
                                         f"({cfg.img_resolution}px, {cfg.num_mapping_layers} mapping layers)")
     for k, ref in derived.items():
         if k not in sd:
@@ -349,18 +339,18 @@ def read_rosinality(path, key: str = "g_ema") -> ReadResult:
         if tuple(t.shape) != rosi_shape:
             raise CheckpointError(path, f"{rosi_key!r} has shape {list(t.shape)}, expected {list(rosi_shape)} "
                                         "for the inferred architecture")
-        if not t.is_floating_point():
+        if t.dtype not in FLOAT_DTYPES:
             raise CheckpointError(path, f"{rosi_key!r} has dtype {t.dtype}, expected a floating-point tensor")
-        out[our_key] = t.detach().to(torch.float32).reshape(our_shape).contiguous().clone()
+        out[our_key] = float32_copy(t.detach()).reshape(our_shape)
 
     # Average latent.
     w_avg_found = False
     la = top.get("latent_avg") if top is not None else None
     if la is not None:
-        if not isinstance(la, torch.Tensor) or not la.is_floating_point() or la.numel() != cfg.w_dim:
+        if not isinstance(la, torch.Tensor) or la.dtype not in FLOAT_DTYPES or la.numel() != cfg.w_dim:
             desc = list(la.shape) if isinstance(la, torch.Tensor) else type(la).__name__
             raise CheckpointError(path, f"'latent_avg' is {desc}, expected {cfg.w_dim} values")
-        out["mapping.w_avg"] = la.detach().to(torch.float32).reshape(cfg.w_dim).clone()
+        out["mapping.w_avg"] = float32_copy(la.detach()).reshape(cfg.w_dim)
         w_avg_found = True
         prov["w_avg"] = "from the checkpoint's 'latent_avg'"
     else:

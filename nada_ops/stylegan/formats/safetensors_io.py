@@ -11,101 +11,93 @@ Tensor keys are those of ``Generator(cfg).state_dict()``.
 from __future__ import annotations
 
 import json
-import os
-import struct
 
 import torch
 
 from ...fileio import atomic_write
+from ...io.errors import UntrustedFileError, describe
+from ...io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header
+from ...io.tensors import FLOAT_DTYPES
+from ...io.torch_files import open_untrusted
 from ..config import ArchitectureError, StyleGAN2Config
-from . import CheckpointError, ReadResult
+from . import CheckpointError, ReadResult, check_weights_fit
 
 FORMAT_NAME = "nada-stylegan2"
 FORMAT_VERSION = "1"
-_MAX_HEADER = 100 * 1024 * 1024
+#: Nesting accepted in the 'provenance' metadata (histories of settings are a few levels deep).
+MAX_PROVENANCE_DEPTH = 16
 
 
-def read_header(path) -> tuple[dict, dict]:
-    """Parse the safetensors JSON header without loading tensors: (tensor_infos, metadata)."""
+def _meta_json(meta: dict, key: str, path, default: str, max_depth: int):
+    text = meta.get(key, default)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise CheckpointError(path, "file is too short to be a safetensors file")
-            (n,) = struct.unpack("<Q", head)
-            if n > _MAX_HEADER or 8 + n > size:
-                raise CheckpointError(path, f"safetensors header length {n} does not fit in a file of {size} bytes "
-                                            "(truncated or not a safetensors file)")
-            raw = fh.read(n)
-    except OSError as e:
-        raise CheckpointError(path, f"cannot read file: {e.strerror or e}") from None
+        return loads_json(text, f"metadata field {key!r}", path, max_depth=max_depth)
+    except UntrustedFileError as e:
+        raise CheckpointError(path, e.problem) from None
+
+
+def read_header(path):
+    """The validated safetensors header of ``path`` (no tensor data is read)."""
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(path, f"safetensors header is not valid JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(path, "safetensors header is not a JSON object")
-    meta = header.pop("__metadata__", None) or {}
-    end = 0
-    for k, info in header.items():
-        try:
-            end = max(end, int(info["data_offsets"][1]))
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise CheckpointError(path, f"safetensors entry {k!r} has no valid data_offsets") from None
-    if 8 + n + end > size:
-        raise CheckpointError(path, f"file is truncated: tensors need {8 + n + end} bytes, file has {size}")
-    return header, meta
+        with open_untrusted(path) as (fh, budget):
+            return read_safetensors_header(fh, path, budget)
+    except UntrustedFileError as e:
+        raise CheckpointError(path, e.problem) from None
 
 
 def read_safetensors_generator(path) -> ReadResult:
-    infos, meta = read_header(path)
+    """Read this pack's generator format. The header, the metadata (JSON types, nesting)
+    and the architecture are validated, every tensor's name, shape and dtype (float only)
+    is compared with the architecture, and only then is the data read."""
+    try:
+        with open_untrusted(path) as (fh, budget):
+            header = read_safetensors_header(fh, path, budget)
+            cfg, prov = _validate(header, path)
+            sd = read_safetensors_data(fh, header, budget)
+    except UntrustedFileError as e:
+        raise CheckpointError(path, e.problem) from None
+    sd = {k: v.float() for k, v in sd.items()}        # float32 tensors are returned as they are
+    return ReadResult(cfg=cfg, state_dict=sd, format="safetensors", w_avg_in_checkpoint=True, provenance=prov)
+
+
+def _validate(header, path) -> tuple[StyleGAN2Config, dict]:
+    meta = header.metadata
     fmt = meta.get("format")
     if fmt != FORMAT_NAME:
-        raise CheckpointError(path, f"safetensors metadata field 'format' is {fmt!r}, expected {FORMAT_NAME!r} "
-                                    "(is this a StyleGAN generator saved by this pack?)")
+        raise CheckpointError(path, f"safetensors metadata field 'format' is {describe(fmt)}, expected "
+                                    f"{FORMAT_NAME!r} (is this a StyleGAN generator saved by this pack?)")
     ver = meta.get("format_version")
     if ver != FORMAT_VERSION:
-        raise CheckpointError(path, f"metadata field 'format_version' is {ver!r}; this version of the pack reads "
-                                    f"{FORMAT_VERSION!r}")
-    try:
-        arch = json.loads(meta.get("architecture", ""))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(path, f"metadata field 'architecture' is not valid JSON ({e})") from None
+        raise CheckpointError(path, f"metadata field 'format_version' is {describe(ver)}; this version of the pack "
+                                    f"reads {FORMAT_VERSION!r}")
+    arch = _meta_json(meta, "architecture", path, "", max_depth=2)
     try:
         cfg = StyleGAN2Config.from_dict(arch, where="metadata field 'architecture'")
     except ArchitectureError as e:
         raise CheckpointError(path, str(e)) from None
-    try:
-        prov = json.loads(meta.get("provenance", "{}"))
-        if not isinstance(prov, dict):
-            raise ValueError("not an object")
-    except (ValueError, json.JSONDecodeError) as e:
-        raise CheckpointError(path, f"metadata field 'provenance' is not a JSON object ({e})") from None
+    prov = _meta_json(meta, "provenance", path, "{}", max_depth=MAX_PROVENANCE_DEPTH)
+    if not isinstance(prov, dict):
+        raise CheckpointError(path, f"metadata field 'provenance' is not a JSON object ({describe(prov)})")
 
-    # Validate names and shapes against the architecture BEFORE loading any tensor data.
-    from ..networks import Generator
-    with torch.device("meta"):
-        expected = {k: tuple(v.shape) for k, v in Generator(cfg).state_dict().items()}
-    missing = sorted(set(expected) - set(infos))
-    extra = sorted(set(infos) - set(expected))
+    # Names, shapes and dtypes against the architecture BEFORE any tensor data is read.
+    expected = check_weights_fit(cfg, header.data_size, path)
+    infos = header.entries
+    missing = sorted(k for k in expected if k not in infos)
+    extra = sorted(k for k in infos if k not in expected)
     if missing:
         raise CheckpointError(path, f"tensor(s) missing for the declared architecture: {missing[:5]}"
                                     + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
     if extra:
-        raise CheckpointError(path, f"unexpected tensor(s) for the declared architecture: {extra[:5]}")
+        raise CheckpointError(path, f"unexpected tensor(s) for the declared architecture: "
+                                    f"{describe(extra[:5], 200)}")
     for k, shape in expected.items():
-        got = tuple(infos[k].get("shape", ()))
+        dtype, got, _, _ = infos[k]
         if got != shape:
             raise CheckpointError(path, f"tensor {k!r} has shape {list(got)}, the architecture in the metadata "
                                         f"expects {list(shape)}")
-    from safetensors.torch import load_file
-    try:
-        sd = load_file(str(path), device="cpu")
-    except Exception as e:  # safetensors raises its own error types
-        raise CheckpointError(path, f"cannot read tensors: {e}") from None
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
-    return ReadResult(cfg=cfg, state_dict=sd, format="safetensors", w_avg_in_checkpoint=True, provenance=prov)
+        if dtype not in FLOAT_DTYPES:
+            raise CheckpointError(path, f"tensor {k!r} has dtype {dtype}; weights must be floating point")
+    return cfg, prov
 
 
 def write_safetensors_generator(G, path, provenance: dict | None = None) -> None:
