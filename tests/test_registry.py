@@ -88,3 +88,17 @@ def test_cuda_toolkit_version_is_read_from_its_files(tmp_path):
     assert "7.0" not in a13 and {"7.5", "9.0", "10.0", "12.0"} <= set(a13)   # CUDA 13 dropped sm_70
     a118 = loader.nvcc_arches(str(tmp_path / "h"))
     assert "9.0" in a118 and "10.0" not in a118 and "7.0" in a118
+
+
+def test_suite_runs_from_a_clone_whose_folder_is_no_python_name(tmp_path):
+    """README: `git clone ... stylegan-nada`. pytest must not import the pack's __init__.py as a
+    test package named after that folder (tests/pack_root_plugin.py)."""
+    import shutil
+    import sys
+    dst = tmp_path / "stylegan-nada"
+    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(".git", ".venv", "node_modules", "__pycache__",
+                                                             "*.png", "*.jpg", "benchmarks"))
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "tests/test_nodes_core.py::test_registration_and_prefixes"],
+                       cwd=dst, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
