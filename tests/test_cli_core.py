@@ -40,3 +40,21 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path, tiny_G, capsys):
     save_generator(tiny_G, g)
     assert main(["sample", "--generator", str(g), "--seeds", "5-1", "--out", str(tmp_path / "x.png")]) == 1
     assert "error: seed range '5-1' is descending" in capsys.readouterr().err
+
+
+def test_the_library_never_imports_the_command_line():
+    """nada_ops/cli/ is one package, one module per command; the library never imports it."""
+    import re
+    lib = ROOT / "nada_ops"
+    offenders = []
+    for f in lib.rglob("*.py"):
+        if f.parts[len(lib.parts)] == "cli":
+            continue
+        text = f.read_text(encoding="utf-8")
+        if re.search(r"^\s*(from\s+(\.+|nada_ops\.)cli\b|import\s+nada_ops\.cli\b)", text, re.M):
+            offenders.append(str(f.relative_to(ROOT)))
+    assert offenders == ["nada_ops/__main__.py"], offenders
+    from nada_ops.cli import COMMANDS
+    import importlib
+    for name, (module, _) in COMMANDS.items():
+        assert callable(importlib.import_module(f"nada_ops.cli.{module}").run), name

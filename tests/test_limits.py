@@ -127,7 +127,7 @@ def test_cli_values_are_checked_before_any_work(tmp_path, capsys, args, message)
 
 
 def test_other_commands_share_the_ranges(capsys):
-    from nada_ops.nada.cli_adapt import build_parser
+    from nada_ops.cli.adapt import build_parser
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--generator", "g", "--out", "o", "--iterations", "0"])
     assert "argument --iterations: '0' is outside 1..1000000" in capsys.readouterr().err

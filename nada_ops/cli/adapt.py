@@ -66,21 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv) -> int:
     a = build_parser().parse_args(argv)
-    import torch
 
     from ..clip.direction import image_direction, text_direction
     from ..clip.ensemble import ClipEnsemble
     from ..clip.models import load_clip
-    from ..cli import ProgressPrinter, _device
+    from .common import ProgressPrinter, device_from_arg
     from ..stylegan.io import load_generator, save_generator
     from ..stylegan.sampling import sample_latents, save_image_grid, synthesize
-    from .guidance import guidance_from
-    from .schedule import FreezeSchedule, group_indices
-    from .trainer import AdaptSettings, adapt
+    from ..nada.guidance import guidance_from
+    from ..nada.schedule import FreezeSchedule, group_indices
+    from ..nada.trainer import AdaptSettings, adapt
 
     if (a.target is None) == (a.target_images is None):
         raise SystemExit("give exactly one of --target TEXT or --target-images FOLDER/GLOB")
-    dev = _device(a.device)
+    dev = device_from_arg(a.device)
     handle = load_generator(a.generator, device=dev)
     cfg = handle.cfg
 

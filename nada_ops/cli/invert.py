@@ -1,0 +1,70 @@
+"""``python -m nada_ops invert``: photos to W / W+ latents by optimisation."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..limits import arg
+from .common import ProgressPrinter, device_from_arg
+
+
+def _load_images(paths, resolution: int):
+    """Image files -> one [N, 3, R, R] tensor in [-1, 1] at the generator's resolution
+    (centre-cropped; decoded through the bounded reader, reduced before any float copy)."""
+    import torch
+
+    from ..io.images import read_image_batch
+    arr = read_image_batch(paths, resolution, crop=True)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def run(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m nada_ops invert")
+    p.add_argument("--generator", required=True)
+    p.add_argument("--image", nargs="+", required=True, help="photo(s); non-square ones are center-cropped")
+    p.add_argument("--out", required=True, help="latents file to write (.pt)")
+    p.add_argument("--recon", default=None, help="PNG of target | reconstruction pairs (default: next to --out)")
+    p.add_argument("--steps", type=arg("steps"), default=500)
+    p.add_argument("--mode", choices=["w", "w+"], default="w")
+    p.add_argument("--lr", type=arg("lr"), default=0.1)
+    p.add_argument("--optimize-noise", action="store_true")
+    p.add_argument("--noise-regularize", type=arg("noise_regularize"), default=1e5)
+    p.add_argument("--clip", default=None, help="CLIP architecture for the perceptual loss, e.g. ViT-B-32")
+    p.add_argument("--clip-weights", default=None, help="local CLIP weights file or folder (no download)")
+    p.add_argument("--perceptual-weight", type=arg("perceptual_weight"), default=1.0)
+    p.add_argument("--seed", type=arg("seed"), default=0)
+    p.add_argument("--device", default="auto")
+    a = p.parse_args(argv)
+    import os
+
+    import torch
+
+    from ..inversion import InversionSettings, invert, prepare_target
+    from ..latent_tools import save_latents
+    from ..stylegan.io import load_generator
+    from ..stylegan.sampling import save_image_grid
+    dev = device_from_arg(a.device)
+    h = load_generator(a.generator, device=dev)
+    res = h.cfg.img_resolution
+    target = prepare_target(_load_images(a.image, res), res)
+    clip = None
+    if a.clip:
+        from ..clip import load_clip
+        clip = load_clip(a.clip, a.clip_weights, device=dev)
+    s = InversionSettings(steps=a.steps, mode=a.mode, lr=a.lr, optimize_noise=a.optimize_noise,
+                          noise_regularize=a.noise_regularize,
+                          perceptual_weight=a.perceptual_weight if clip is not None else 0.0, seed=a.seed)
+    bar = ProgressPrinter("invert")
+    r = invert(h.G, target, s, perceptual=clip, progress=lambda d, t, _p: bar(d, t))
+    r.latents.info["generator"] = h.name
+    r.latents.info["images"] = [os.path.basename(x) for x in a.image]
+    save_latents(r.latents, a.out)
+    recon = a.recon or os.path.splitext(a.out)[0] + "_recon.png"
+    pairs = torch.stack([r.target.cpu(), r.images.cpu().clamp(-1, 1)], dim=1).reshape(-1, *r.images.shape[1:])
+    save_image_grid(pairs, recon, cols=2)
+    mse0 = ", ".join(f"{float(v):.4f}" for v in r.mse_start)
+    mse1 = ", ".join(f"{float(v):.4f}" for v in r.mse_final)
+    if r.stopped_early:
+        print(f"\nstopped after {r.steps_done} steps: saving the best latents so far", file=sys.stderr)
+    print(f"wrote {a.out} and {recon}; pixel MSE start [{mse0}] -> final [{mse1}]")
+    return 130 if r.stopped_early else 0

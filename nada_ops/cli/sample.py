@@ -1,0 +1,57 @@
+"""``python -m nada_ops sample``: seeds to an image grid or to one image per seed."""
+from __future__ import annotations
+
+import argparse
+
+from ..limits import arg
+from .common import ProgressPrinter, device_from_arg
+
+
+def run(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m nada_ops sample")
+    p.add_argument("--generator", required=True)
+    p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9")
+    p.add_argument("--psi", type=arg("psi"), default=0.7, help="truncation psi (1 = none)")
+    p.add_argument("--cutoff", type=arg("cutoff"), default=None, help="truncate only the first N W+ entries")
+    p.add_argument("--class", dest="class_idx", type=arg("class_idx"), default=None,
+                   help="class label (conditional models)")
+    p.add_argument("--mix-seed", type=arg("seed"), default=None, help="style-mixing seed")
+    p.add_argument("--crossover", type=arg("crossover"), default=8, help="first W+ index from the mixing seed")
+    p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    p.add_argument("--batch", type=arg("batch"), default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cols", type=arg("cols"), default=None)
+    p.add_argument("--out", required=True, help="PNG grid path; with --separate, a folder")
+    p.add_argument("--separate", action="store_true", help="write one PNG per seed into --out/")
+    a = p.parse_args(argv)
+    import os
+
+    from ..latents import parse_seeds
+    from ..stylegan.io import load_generator
+    from ..stylegan.sampling import sample_latents, save_image_grid, synthesize
+    seeds = parse_seeds(a.seeds)
+    h = load_generator(a.generator, device=device_from_arg(a.device))
+
+    def render(chunk, progress=None):
+        lat = sample_latents(h.G, chunk, a.psi, a.cutoff, a.class_idx,
+                             [a.mix_seed] if a.mix_seed is not None else None,
+                             a.crossover if a.mix_seed is not None else None)
+        return synthesize(h.G, lat.ws, a.noise_mode, a.batch, progress=progress)
+
+    if a.separate:   # streamed: one batch in memory at a time, whatever the number of seeds
+        os.makedirs(a.out, exist_ok=True)
+        bar = ProgressPrinter("sample")
+        for i in range(0, len(seeds), a.batch):
+            chunk = seeds[i:i + a.batch]
+            for s, im in zip(chunk, render(chunk)):
+                save_image_grid(im[None], os.path.join(a.out, f"seed{s:04d}.png"))
+            bar(i + len(chunk), len(seeds))
+        print(f"wrote {len(seeds)} images to {a.out}")
+    else:
+        from ..limits import check_memory
+        res = h.cfg.img_resolution
+        check_memory(2 * len(seeds) * h.cfg.img_channels * res * res * 4, f"a grid of {len(seeds)} {res}px images",
+                     "sample fewer seeds, or write them one by one with --separate")
+        save_image_grid(render(seeds, ProgressPrinter("sample")), a.out, a.cols)
+        print(f"wrote {a.out} ({len(seeds)} seeds, psi {a.psi})")
+    return 0
