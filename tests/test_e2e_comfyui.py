@@ -261,9 +261,12 @@ def image_guided_card():
                       fill=rnd.choice(palette[1:]))
         d.rectangle((x, y, x + w, y + h), outline=(200, 200, 200))
 
-    pal = [(40, 60, 120), (230, 190, 60), (70, 110, 200), (240, 240, 220), (20, 30, 70)]
-    for i in range(3):
-        painting(24 + i * 12, 70 + i * 34, 96, 96, pal)
+    # the example's own style images (example_inputs/pencil_sketch)
+    sketches = sorted((ROOT / "example_inputs" / "pencil_sketch").glob("*.png"))[:3]
+    for i, f in enumerate(sketches):
+        sk = Image.open(f).convert("RGB").resize((96, 96), Image.LANCZOS)
+        im.paste(sk, (24 + i * 12, 70 + i * 34))
+        d.rectangle((24 + i * 12, 70 + i * 34, 120 + i * 12, 166 + i * 34), outline=(200, 200, 200))
     d.text((24, 250), "a few style images", fill=(210, 210, 210), font=_font(14))
     d.text((24, 270), "(Load Images from Folder)", fill=(160, 160, 160), font=_font(12))
 
@@ -279,13 +282,16 @@ def image_guided_card():
     arrow(150, 182, 150)
     box(186, 110, 140, 80, "CLIP Direction", "16 generated source\nsamples -> your images")
     arrow(328, 360, 150)
-    box(364, 110, 120, 80, "Adapt", "all layers, 300 it.\nlr 0.002, batch 2")
+    box(364, 110, 120, 80, "Adapt", "all layers, 300 it.\nno style mixing")
     arrow(486, 518, 150)
-    pal2 = [(60, 50, 100), (230, 180, 70), (90, 120, 210), (240, 230, 200)]
-    for i in range(2):
+    for i in range(2):                      # adapted samples: drawn as sketch-like tiles
         for j in range(2):
-            painting(522 + j * 52, 100 + i * 52, 48, 48, pal2)
+            x, y = 522 + j * 52, 100 + i * 52
+            d.rectangle((x, y, x + 48, y + 48), fill=(236, 236, 232), outline=(200, 200, 200))
+            d.ellipse((x + 12, y + 8, x + 36, y + 40), outline=(70, 70, 70), width=2)
+            for k in range(4):
+                d.line((x + 14 + 5 * k, y + 10, x + 10 + 5 * k, y + 20), fill=(120, 120, 120))
     d.text((508, 210), "adapted samples", fill=(210, 210, 210), font=_font(13))
-    d.text((20, 326), "a few images of a style -> a generator for that style (paper, supplement C)",
+    d.text((20, 326), "four pencil sketches -> a pencil-sketch generator (paper, supplement C)",
            fill=(200, 200, 200), font=_font(14))
     return im
