@@ -22,8 +22,8 @@ INSTALL_HINT = ("face detection needs dlib (pip install dlib-bin) and dlib's 68-
                 "(ComfyUI: models/face_landmarks/); or give the landmarks yourself")
 
 
-class LandmarkError(RuntimeError):
-    """No usable face (or no detector)."""
+class LandmarkError(ValueError):
+    """No usable face (or no detector): the message says what to do."""
 
 
 @dataclass(frozen=True)
