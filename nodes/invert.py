@@ -16,19 +16,20 @@ def encoder_choices() -> list[str]:
     return ["none"] + C.list_files(C.ENCODER_FOLDER)
 
 
-def load_encoder_cached(name: str, device):
-    """The encoder file of models/stylegan_encoders, loaded once per file version and device."""
+def load_encoder_cached(name: str):
+    """The encoder file of models/stylegan_encoders, loaded once per file version (kept on the CPU;
+    callers move a copy to their device with ``.to(device)``)."""
     from ..nada_ops.invert.encoders import load_encoder
     if not name or name == "none":
         raise ValueError("Invert Image: choose an encoder file (models/stylegan_encoders: e.g. e4e_ffhq_encode.pt, "
                          "restyle_e4e_ffhq_encode.pt, psp_ffhq_encode.pt) or method 'optimize'")
     path = C.full_path(C.ENCODER_FOLDER, name)
     st = os.stat(path)
-    key = (os.path.realpath(path), st.st_mtime_ns, st.st_size, str(device))
+    key = (os.path.realpath(path), st.st_mtime_ns, st.st_size)
     enc = _ENCODER_CACHE.get(key)
     if enc is None:
-        _ENCODER_CACHE.clear()           # one encoder at a time (IR-SE50: ~ 0.2-0.5 GB)
-        enc = load_encoder(path, device=device)
+        _ENCODER_CACHE.clear()           # one encoder at a time, kept on the CPU (pSp / e4e: ~1 GB)
+        enc = load_encoder(path, device="cpu")
         _ENCODER_CACHE[key] = enc
     return enc
 
@@ -163,7 +164,7 @@ class NADAInvertImage:
         from ..nada_ops.latents import WLatents
         from ..nada_ops.memory import inversion_bytes
         from ..nada_ops.stylegan.sampling import from_comfy_image, synthesize, to_comfy_image
-        enc = load_encoder_cached(encoder, generator.device)
+        enc = load_encoder_cached(encoder)
         if enc.method != method:
             raise ValueError(f"Invert Image: {encoder} is a {enc.kind} encoder, not {method}: choose method "
                              f"'{enc.method}' (or another file)")
@@ -172,9 +173,12 @@ class NADAInvertImage:
         n_iter = iterations if enc.cfg.iterative else 1
         bar = C.Progress(n_iter * image.shape[0] + refine_steps)
         target = prepare_target(from_comfy_image(image), generator.cfg.img_resolution, crop)
-        with C.heavy_work("Invert Image", generator.device, inversion_bytes(generator.cfg, image.shape[0], []),
-                          "inversion"):
-            r = encode(enc, generator.G, target, iterations=n_iter, progress=lambda d, t, p: bar(d, None, p))
+        from ..nada_ops.memory import module_bytes
+        with C.heavy_work("Invert Image", generator.device,
+                          inversion_bytes(generator.cfg, image.shape[0], []) + module_bytes(enc.net), "inversion"):
+            enc_dev = enc.to(generator.device)          # a device copy for this run only
+            r = encode(enc_dev, generator.G, target, iterations=n_iter, progress=lambda d, t, p: bar(d, None, p))
+            del enc_dev                                  # free it before the cache is given back
         info = {"op": "encode", "method": enc.kind, "encoder": encoder, "iterations": n_iter}
         latents = WLatents(ws=r.ws.to(generator.device), is_wplus=r.is_wplus, info=info)
         lines = [f"{enc.describe()}", f"encoded {image.shape[0]} image(s)"

@@ -31,6 +31,7 @@ Inference, as in the authors' code:
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import math
 import os
@@ -386,8 +387,12 @@ class StyleEncoderModel:
         return next(self.net.parameters()).device
 
     def to(self, device) -> "StyleEncoderModel":
+        """This model on ``device``: itself when it is there, else a copy (the original stays)."""
+        device = torch.device(device)
+        if self.device == device or (device.type == "cuda" and device.index is None and self.device.type == "cuda"):
+            return self
         with torch.inference_mode(False):
-            net = self.net.to(device)
+            net = copy.deepcopy(self.net).to(device)
         la = self.latent_avg.to(device) if self.latent_avg is not None else None
         return replace(self, net=net, latent_avg=la)
 
