@@ -9,6 +9,7 @@ import torch
 from . import _comfy as C
 
 METHODS = ["optimize", "e4e", "ReStyle", "pSp"]
+ENCODE_BATCH = 8
 _ENCODER_CACHE: dict = {}
 
 
@@ -171,13 +172,15 @@ class NADAInvertImage:
         enc.check_generator(generator.cfg, f"the generator {generator.name}")
         notes = list(enc.notes) + enc.compare_generator(generator.G)
         n_iter = iterations if enc.cfg.iterative else 1
-        bar = C.Progress(n_iter * image.shape[0] + refine_steps)
+        passes = n_iter * -(-image.shape[0] // ENCODE_BATCH)       # progress calls of encode()
+        bar = C.Progress(passes + refine_steps)
         target = prepare_target(from_comfy_image(image), generator.cfg.img_resolution, crop)
         from ..nada_ops.memory import module_bytes
         with C.heavy_work("Invert Image", generator.device,
                           inversion_bytes(generator.cfg, image.shape[0], []) + module_bytes(enc.net), "inversion"):
             enc_dev = enc.to(generator.device)          # a device copy for this run only
-            r = encode(enc_dev, generator.G, target, iterations=n_iter, progress=lambda d, t, p: bar(d, None, p))
+            r = encode(enc_dev, generator.G, target, iterations=n_iter, batch_size=ENCODE_BATCH,
+                       progress=lambda d, t, p: bar(d, None, p))
             del enc_dev                                  # free it before the cache is given back
         info = {"op": "encode", "method": enc.kind, "encoder": encoder, "iterations": n_iter}
         latents = WLatents(ws=r.ws.to(generator.device), is_wplus=r.is_wplus, info=info)
@@ -190,7 +193,7 @@ class NADAInvertImage:
                 perceptual_weight=perceptual_weight if clip is not None else 0.0, optimize_noise=optimize_noise,
                 noise_regularize=noise_regularize, initial_w_noise=0.0, crop=crop, seed=search_seed,
                 preview_every=preview_every)
-            done0 = n_iter * image.shape[0]
+            done0 = passes
             clip_models = [m for m, _ in clip] if clip is not None else []
             with C.heavy_work("Invert Image", generator.device,
                               inversion_bytes(generator.cfg, image.shape[0], clip_models), "inversion"), \
