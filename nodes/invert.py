@@ -116,6 +116,17 @@ class NADAInvertImage:
                                                   "more control and paste-back use the Align Face node."}),
         }}
 
+    @classmethod
+    def IS_CHANGED(cls, method="optimize", encoder="none", **_):
+        """Re-run when the chosen encoder file changes on disk (same name, new content)."""
+        if method == "optimize" or not encoder or encoder == "none":
+            return ""
+        try:
+            st = os.stat(C.full_path(C.ENCODER_FOLDER, encoder))
+        except (OSError, ImportError):
+            return ""
+        return f"{encoder}-{st.st_mtime_ns}-{st.st_size}"
+
     def invert(self, generator, image, steps, mode, learning_rate, perceptual_weight, optimize_noise, search_seed,
                clip=None, init_latents=None, noise_regularize=1e5, initial_w_noise=0.05, crop="center",
                preview_every=25, on_interrupt="cancel", method="optimize", encoder="none", encoder_iterations=5,

@@ -93,7 +93,7 @@ def test_paste_back_restores_the_photo():
                                                                                                  Image.BICUBIC))
     out, tf = align_face(photo, lm, output_size=512, enable_padding=False)
     ph = torch.from_numpy(photo.copy()).permute(2, 0, 1).float() / 255
-    face = torch.from_numpy(np.asarray(out)).permute(2, 0, 1).float() / 255
+    face = torch.from_numpy(np.array(out)).permute(2, 0, 1).float() / 255
     pasted = paste_back(ph, face, tf, feather=0.0)
     # outside the square the photo is untouched; inside, the aligned crop goes back where it came from
     quad = tf.quad()

@@ -31,6 +31,8 @@ def test_invert_image_with_encoders(setup):
     inv = m["NADAInvertImage"]
     choices = inv.INPUT_TYPES()["optional"]["encoder"][0]
     assert choices == ["none", "e4e_tiny.pt", "restyle_tiny.pt"]       # models/stylegan_encoders is registered
+    assert inv.IS_CHANGED(method="optimize", encoder="e4e_tiny.pt") == ""
+    assert inv.IS_CHANGED(method="e4e", encoder="e4e_tiny.pt").startswith("e4e_tiny.pt-")   # file version
     photo = torch.rand(2, 40, 36, 3, generator=torch.Generator().manual_seed(0))
     before = {k: v.clone() for k, v in gen.G.state_dict().items()}
     with torch.inference_mode():
