@@ -387,7 +387,7 @@ way: ReStyle in sec. 5.2, e4e in the supplement).
 **The photo**: so that the example runs as it is, the "photo" is made in the graph (a face of the source
 generator, already aligned; the landmarks on *Align Face* are those of an aligned 1024 px face). For your own
 photos: put them in `ComfyUI/input/<folder>/`, replace *The photo* with *Load Images from Folder* (`input/<folder>`,
-`size` 0 or large enough), and clear the `landmarks` text so that dlib finds the face (`pip install dlib-bin`, and
+`size` 1024-2048, `crop` *pad* so that the whole photo is kept), and clear the `landmarks` text so that dlib finds the face (`pip install dlib-bin`, and
 dlib's `shape_predictor_68_face_landmarks.dat` in `ComfyUI/models/face_landmarks/`), or type the landmarks of your
 photo (5 points: eyes, nose tip, mouth corners).
 
