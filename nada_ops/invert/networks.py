@@ -36,7 +36,7 @@ its head's output (a delta); otherwise each head gives its entry directly (pSp).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +63,6 @@ class EncoderConfig:
     w_dim: int = 512
     head_convs: tuple = ()             # strided convs of each head
     input_size: tuple = (256, 256)     # (H, W) of the image the encoder reads
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def iterative(self) -> bool:
@@ -261,10 +260,3 @@ class StyleEncoder(nn.Module):
             out = [self.heads[i](feats[i]) for i in range(cfg.n_styles)]
         return torch.stack(out, dim=1)
 
-
-def head_spatial(cfg: EncoderConfig, i: int) -> int:
-    """Side of the feature map W+ entry ``i`` reads (16, 32 or 64 for a 256 px input)."""
-    side = min(cfg.input_size) // 16 if cfg.backbone != "resnet34" else min(cfg.input_size) // 16
-    if cfg.style_source != "fpn" or i < COARSE:
-        return side
-    return side * 2 if i < MIDDLE else side * 4
