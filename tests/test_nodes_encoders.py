@@ -101,3 +101,11 @@ def test_cli_invert_with_encoder(tmp_path, tiny_G):
     lat = load_latents(out)
     assert lat.ws.shape == (1, 8, 32) and lat.info["method"] == "e4e"
     assert (tmp_path / "lat_recon.png").is_file() and (tmp_path / "lat_aligned.png").is_file()
+
+
+def test_cli_info_describes_an_encoder(tmp_path, tiny_G, capsys):
+    from nada_ops.cli import main
+    p = tmp_path / "restyle.pt"
+    write_encoder_checkpoint(p, "ResNetProgressiveBackboneEncoder", tiny_G)
+    assert main(["info", str(p)]) == 0
+    assert "ReStyle-e4e encoder (ResNetProgressiveBackboneEncoder, ResNet-34 backbone" in capsys.readouterr().out
