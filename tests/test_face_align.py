@@ -135,6 +135,11 @@ def test_given_landmarks_and_face_choice():
         choose_face(faces, "index", 3)
     with pytest.raises(LandmarkError, match="no face found"):
         choose_face([], "largest")
+    # landmarks in the wrong coordinates are refused before anything large is allocated
+    with pytest.raises(ValueError, match="outside the 300x280 photo"):
+        align_photos(photos[:1], [lm + 1000], output_size=64)
+    with pytest.raises(ValueError, match="face crop would be"):
+        align_photos(photos[:1], [(lm - lm[36:48].mean(0)) * 12 + lm[36:48].mean(0)], output_size=64)
 
 
 @pytest.mark.skipif(dlib_available(), reason="dlib is installed")

@@ -146,6 +146,13 @@ def align_face(photo, landmarks, output_size: int = 1024, transform_size: int | 
     transform_size = int(transform_size or min(4 * output_size, max(4096, output_size)))
     quad, qsize = ffhq_quad(landmarks)
     quad = quad.copy()
+    centre = quad.mean(0)
+    if not (0 <= centre[0] <= W0 and 0 <= centre[1] <= H0):
+        raise ValueError(f"the face (centre {centre[0]:.0f}, {centre[1]:.0f}) is outside the {W0}x{H0} photo: "
+                         "landmarks in the wrong coordinates?")
+    if not 8 <= qsize <= 3 * max(W0, H0):
+        raise ValueError(f"the face crop would be {qsize:.0f} px for a {W0}x{H0} photo: landmarks in the wrong "
+                         "coordinates?")
     # Track where the working image sits in the photo: photo_cont = work_cont * scale + offset.
     scale = np.array([1.0, 1.0])
     offset = np.array([0.0, 0.0])
