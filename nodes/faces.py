@@ -75,7 +75,7 @@ class NADAAlignFace:
                                     "tooltip": "Where the crop leaves the photo, extend it by reflection, blurred "
                                                "and faded (as FFHQ). Off: black borders."}),
         }, "optional": {
-            "landmarks": ("STRING", {"default": "", "multiline": True,
+            "landmarks": ("STRING", {"default": "",
                                      "tooltip": "Optional JSON landmarks in photo pixels: 68 [x, y] points in dlib's "
                                                 "order, or 5 (left eye, right eye, nose tip, left and right mouth "
                                                 "corner); one set for all photos or a list of sets. Empty = detect "

@@ -408,7 +408,7 @@ For a closer likeness set `refine_steps` (100-300 optimization steps from the en
                   inputs={"generator": (src, 0)}, title="Sample W (for the stand-in photo)")
     photo = wf.add("NADASynthesize", wf.below(plat), widgets={"batch_size": 1},
                    inputs={"generator": (src, 0), "latents": (plat, 0)}, title="The photo (replace with yours)")
-    align = wf.add("NADAAlignFace", [830, 20], size=[340, 0], min_height=60,
+    align = wf.add("NADAAlignFace", [830, 20], size=[340, 0],
                    widgets={"size": 1024, "landmarks": ALIGNED_1024_LANDMARKS}, inputs={"image": (photo, 0)})
     inv = wf.add("NADAInvertImage", [1210, 20], size=[360, 0],
                  widgets={"method": "e4e", "encoder": ENCODER, "mode": "W+"},
