@@ -182,6 +182,9 @@ class NADAInvertImage:
                              f"'{enc.method}' (or another file)")
         enc.check_generator(generator.cfg, f"the generator {generator.name}")
         notes = list(enc.notes) + enc.compare_generator(generator.G)
+        if any(h.get("op") == "nada_adapt" for h in generator.provenance.get("history", [])):
+            notes.append("this generator was adapted (StyleGAN-NADA): encode with the SOURCE generator and render "
+                         "the latents with the adapted one (ReStyle's passes and the refinement need the source)")
         n_iter = iterations if enc.cfg.iterative else 1
         passes = n_iter * -(-image.shape[0] // ENCODE_BATCH)       # progress calls of encode()
         bar = C.Progress(passes + refine_steps)

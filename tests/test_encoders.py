@@ -177,3 +177,17 @@ def test_full_size_layout_is_the_authors(tmp_path):
     text = "".join(f"{k}:{list(v)}\n" for k, v in sorted(shapes.items()))
     assert len(shapes) == 341 and sum(math.prod(v) for v in shapes.values()) == 176_541_376
     assert hashlib.sha256(text.encode()).hexdigest()[:16] == "455737162a6eca4b"    # ReStyle's ResNet-34 e4e
+
+
+@pytest.mark.parametrize("opts,match", [
+    ({"output_size": 2 ** 40}, "resolution of"),
+    ({"output_size": "1024"}, "resolution of"),
+    ({"encoder_type": ["Encoder4Editing"]}, "encoder_type"),
+    ({"encoder_type": "BackboneEncoderUsingLastLayerIntoWPlus"}, "not supported"),
+    ({"input_nc": 6}, "input_nc"),
+])
+def test_hostile_or_wrong_options_are_refused(tmp_path, G, opts, match):
+    p = tmp_path / "enc.pt"
+    write_encoder_checkpoint(p, "Encoder4Editing", G, opts=opts)
+    with pytest.raises(EncoderFileError, match=match):
+        load_encoder(p)
