@@ -80,6 +80,11 @@ def test_options_decide_only_what_the_tensors_cannot(tmp_path, G, photos):
     enc = load_encoder(p)
     x = torch.nn.functional.interpolate(photos, size=(256, 256), mode="bilinear", antialias=True)
     torch.testing.assert_close(encode(enc, G, photos).ws, _direct(net, x))
+    old = tmp_path / "old_psp.pt"           # pSp's first releases saved no encoder_type
+    ck = torch.load(p, weights_only=True)
+    del ck["opts"]["encoder_type"]
+    torch.save(ck, old)
+    assert load_encoder(old).kind == "pSp"
     bad = tmp_path / "bad.pt"
     write_encoder_checkpoint(bad, "GradualStyleEncoder", G, opts={"encoder_type": "ResNetBackboneEncoder"})
     with pytest.raises(EncoderFileError, match="ResNet"):

@@ -225,6 +225,8 @@ def _infer_config(enc: dict, opts: dict, path) -> tuple[EncoderConfig, str, str]
         raise EncoderFileError(path, f"the stem conv is {k}x{k}; expected {3 if family == 'ir' else 7}x"
                                      f"{3 if family == 'ir' else 7}")
     etype = opts.get("encoder_type")
+    if "encoder_type" not in opts and family == "ir" and in_ch == 3 and "latlayer1.weight" in enc:
+        etype = "GradualStyleEncoder"     # pSp's first releases saved no encoder_type (e4e always does)
     if etype in UNSUPPORTED_TYPES:
         raise EncoderFileError(path, f"encoder_type {etype!r} is not supported (no public checkpoint uses it)")
     if etype not in ENCODER_TYPES:
