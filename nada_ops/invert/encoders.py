@@ -190,7 +190,13 @@ def _plain_opts(opts, path) -> dict:
             continue
         if type(v) in (str, bool, float) or v is None or (type(v) is int and v.bit_length() <= 64):
             out[k] = v[:500] if type(v) is str else v
+        else:       # lists etc.: kept as a description (never used as a value)
+            out[k] = OptsValue(describe(v, 60))
     return out
+
+
+class OptsValue(str):
+    """An option of a type the pack does not use (e.g. a list), shown by its description."""
 
 
 def _tensor(sd, key, path, ndim=None) -> torch.Tensor:
