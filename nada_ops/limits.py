@@ -54,6 +54,9 @@ RANGES: dict[str, Range] = {
     "lr": Range(float, 1e-9, 100.0, "learning rate"),
     "noise_regularize": Range(float, 0.0, 1e12, "noise regularisation weight"),
     "perceptual_weight": Range(float, 0.0, 1e6, "perceptual loss weight"),
+    "encoder_iterations": Range(int, 1, 100, "ReStyle encoder passes"),
+    "refine_steps": Range(int, 0, 1_000_000, "optimisation steps after the encoder"),
+    "face_index": Range(int, 0, 10_000, "face in a photo (0 = largest)"),
     # adaptation
     "iterations": Range(int, 1, 1_000_000, "training iterations"),
     "train_batch": Range(int, 1, 256, "images per training step"),

@@ -9,6 +9,8 @@ import torch
 STYLEGAN_FOLDER = "stylegan"
 CLIP_FOLDER = "open_clip"
 DIRECTION_FOLDER = "latent_directions"
+ENCODER_FOLDER = "stylegan_encoders"
+LANDMARK_FOLDER = "face_landmarks"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
 
 # Custom types (pack-prefixed: type names are global in ComfyUI).
@@ -17,6 +19,7 @@ LATENTS = "NADA_LATENTS"
 CLIP = "NADA_CLIP"
 DIRECTION = "NADA_DIRECTION"
 SCHEDULE = "NADA_FREEZE_SCHEDULE"
+FACE_TRANSFORM = "NADA_FACE_TRANSFORM"
 CATEGORY = "StyleGAN-NADA"
 
 #: Words every node of the pack is found by in ComfyUI's node search (plus its own).
@@ -42,7 +45,9 @@ def register_model_folders() -> None:
         return
     for key, exts in ((STYLEGAN_FOLDER, MODEL_EXTENSIONS),
                       (CLIP_FOLDER, {".pt", ".bin", ".safetensors", ".pth"}),
-                      (DIRECTION_FOLDER, {".npy", ".pt", ".pth"})):
+                      (DIRECTION_FOLDER, {".npy", ".pt", ".pth"}),
+                      (ENCODER_FOLDER, {".pt", ".pth"}),
+                      (LANDMARK_FOLDER, {".dat"})):
         default = os.path.join(fp.models_dir, key)
         if key in fp.folder_names_and_paths:
             paths, known = fp.folder_names_and_paths[key]

@@ -369,11 +369,69 @@ Batch rendering without the UI: `python -m nada_ops render-transition --generato
     return wf.finish()
 
 
+ENCODER = "e4e_ffhq_encode.pt"
+#: Landmarks (5 points: eyes, nose tip, mouth corners) of a face that is already FFHQ-aligned at 1024 px:
+#: the FFHQ rule maps exactly this face onto the whole 1024 x 1024 square.
+ALIGNED_1024_LANDMARKS = "[[383.5, 484.9], [639.5, 484.9], [511.5, 620.0], [411.5, 750.9], [611.5, 750.9]]"
+
+
+def encode_photo_to_adapted(m):
+    wf = Workflow(m, scale=0.8)
+    wf.add("MarkdownNote", [20, 20], size=[420, 900], widgets={"text": f"""# A photo in an adapted domain, in a second
+
+*Align Face* crops the face like FFHQ, *Invert Image* with an **e4e encoder** turns it into W+ latents in one
+pass (no optimization), and the same latents are rendered by the **source** generator (the reconstruction) and
+by an **adapted** one; *Paste Face Back* puts the adapted face into the photo (the paper edits real photos this
+way: ReStyle in sec. 5.2, e4e in the supplement).
+
+**The photo**: so that the example runs as it is, the "photo" is made in the graph (a face of the source
+generator, already aligned; the landmarks on *Align Face* are those of an aligned 1024 px face). For your own
+photos: put them in `ComfyUI/input/<folder>/`, replace *The photo* with *Load Images from Folder* (`input/<folder>`,
+`size` 1024-2048, `crop` *pad* so that the whole photo is kept), and clear the `landmarks` text so that dlib finds the face (`pip install dlib-bin`, and
+dlib's `shape_predictor_68_face_landmarks.dat` in `ComfyUI/models/face_landmarks/`), or type the landmarks of your
+photo (5 points: eyes, nose tip, mouth corners).
+
+{MODELS_NOTE}
+- `ComfyUI/models/stylegan_encoders/{ENCODER}`: the e4e FFHQ encoder of *encoder4editing* (its README links
+  it). ReStyle's `restyle_e4e_ffhq_encode.pt` / `restyle_psp_ffhq_encode.pt` (method *ReStyle*) and pSp's
+  `psp_ffhq_encode.pt` (method *pSp*) work too. Encoders are read without running code from the file. They
+  belong to the FFHQ config-f generator they were trained with (`stylegan2-ffhq-config-f.pt`); the info output
+  of *Invert Image* says when the connected generator is a different one.
+- `ComfyUI/models/stylegan/{ADAPTED}`: the adapted generator (the *image-guided adaptation* example saves it), or
+  any generator adapted from the same source, e.g. StyleGAN-NADA's released `.pt` models.
+
+For a closer likeness set `refine_steps` (100-300 optimization steps from the encoder's latents).
+"""})
+    src = wf.add("NADALoadStyleGAN", [470, 20], widgets={"model": SOURCE}, title="Load StyleGAN (source)")
+    ada = wf.add("NADALoadStyleGAN", wf.below(src), widgets={"model": ADAPTED}, title="Load StyleGAN (adapted)")
+    plat = wf.add("NADASampleW", wf.below(ada), widgets={"seed": 42, "batch_size": 1, "truncation_psi": 0.5},
+                  inputs={"generator": (src, 0)}, title="Sample W (for the stand-in photo)")
+    photo = wf.add("NADASynthesize", wf.below(plat), widgets={"batch_size": 1},
+                   inputs={"generator": (src, 0), "latents": (plat, 0)}, title="The photo (replace with yours)")
+    align = wf.add("NADAAlignFace", [830, 20], size=[340, 0],
+                   widgets={"size": 1024, "landmarks": ALIGNED_1024_LANDMARKS}, inputs={"image": (photo, 0)})
+    inv = wf.add("NADAInvertImage", [1210, 20], size=[360, 0],
+                 widgets={"method": "e4e", "encoder": ENCODER, "mode": "W+"},
+                 inputs={"generator": (src, 0), "image": (align, 0)})
+    out = wf.add("NADASynthesize", wf.below(align), widgets={"batch_size": 1},
+                 inputs={"generator": (ada, 0), "latents": (inv, 0)}, title="The photo in the adapted domain")
+    paste = wf.add("NADAPasteFace", wf.below(out), size=[340, 0],
+                   inputs={"photo": (photo, 0), "face": (out, 0), "transform": (align, 1)})
+    wf.add("PreviewImage", [1610, 20], size=[300, 330], inputs={"images": (inv, 1)},
+           title="Reconstruction (source model)")
+    wf.add("SaveImage", [1610, 400], size=[300, 330], widgets={"filename_prefix": "nada/encoded_in_adapted_domain"},
+           inputs={"images": (out, 0)}, title="Adapted (same latents)")
+    wf.add("SaveImage", wf.below(inv), size=[360, 330], widgets={"filename_prefix": "nada/pasted_into_photo"},
+           inputs={"images": (paste, 0)}, title="Pasted into the photo")
+    return wf.finish()
+
+
 EXAMPLES = {
     "text_adaptation": text_adaptation,
     "image_guided_adaptation": image_guided_adaptation,
     "invert_photo_to_adapted": invert_photo_to_adapted,
     "transition_video": transition_video,
+    "encode_photo_to_adapted": encode_photo_to_adapted,
 }
 
 
