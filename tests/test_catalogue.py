@@ -1,0 +1,264 @@
+"""The model catalogue and its downloader, against a local HTTP server on 127.0.0.1 serving small
+real checkpoints (NVIDIA pickle, rosinality .pt, open_clip safetensors) written by the tests."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+
+import pytest
+import torch
+
+from conftest import randomize, tiny_config
+from model_server import ModelServer
+from nada_ops.catalogue import (ModelUnavailableError, catalogue, clip_weights_for, ensure, resolve_generator,
+                                status)
+from nada_ops.catalogue import download as dl
+from nada_ops.fileio import is_temporary_name
+from nada_ops.stylegan.networks import Generator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_CLIP_ARCH = "tiny-vit"
+
+
+def test_published_catalogue_is_well_formed():
+    cat = catalogue()
+    names = {e.name for e in cat}
+    # NVIDIA's StyleGAN2 generators in the PyTorch format, the StyleGAN-NADA models and the paper's CLIP models
+    for n in ("ffhq", "afhqdog", "afhqcat", "afhqwild", "metfaces", "brecahad", "cifar10", "lsundog-256",
+              "ada-ffhq", "ada-afhqdog", "nada-ffhq", "nada-sketch", "nada-pixar", "ViT-B-32", "ViT-B-16"):
+        assert n in names, n
+    assert cat.find("ffhq").url == ("https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/"
+                                    "files/stylegan2-ffhq-1024x1024.pkl")
+    assert cat.find("ada-afhqdog").url == "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/afhqdog.pkl"
+    assert cat.find("cifar10").conditional
+    for e in cat:
+        assert e.url.startswith("https://") and e.licence and e.licence_url, e.name
+        assert not os.path.isabs(e.file) and ".." not in e.file
+        if e.sha256:   # checksums only where a Git LFS pointer states them: the URL is pinned to that commit
+            assert re.search(r"/resolve/[0-9a-f]{40}/", e.url), e.name
+        if e.source["key"].startswith("nvidia"):
+            assert "Source Code License-NC" in e.licence and e.sha256 is None and e.size is None
+    assert cat.find("ViT-B/32") is cat.find("ViT-B-32") and cat.find("ViT-B-32").open_clip["tag"] == "openai"
+    # every catalogue file lands where ComfyUI lists models: stylegan/ and open_clip/
+    assert {e.folder_key for e in cat} == {"stylegan", "open_clip"}
+
+
+# ---------------------------------------------------------------------------- fixtures
+def _tiny_generator(seed=0):
+    torch.manual_seed(seed)
+    return randomize(Generator(tiny_config()).eval(), seed)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Files on the server (real formats) + a catalogue JSON whose entries point at them."""
+    from writers.nvidia_pickle import write_nvidia_pickle
+
+    from nada_ops.clip.tiny import build_tiny_open_clip, register_tiny_config
+    from nada_ops.stylegan.formats.rosinality_pt import write_rosinality
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("server")
+    G = _tiny_generator()
+    write_nvidia_pickle(G, root / "stylegan2-ffhq-1024x1024.pkl", root / "marker")
+    (root / "stylegan-nada").mkdir()
+    write_rosinality(_tiny_generator(1), root / "stylegan-nada" / "sketch.pt")
+    register_tiny_config(tmp_path_factory.mktemp("clipcfg"), TINY_CLIP_ARCH)
+    for i, f in enumerate(("ViT-B-32-openai.safetensors", "ViT-B-16-openai.safetensors")):
+        save_file({k: v.contiguous() for k, v in build_tiny_open_clip(seed=i).state_dict().items()}, str(root / f))
+    pkl = root / "stylegan2-ffhq-1024x1024.pkl"
+    src = {"licence": "test licence", "licence_url": "https://example.org/licence", "published_at": "tests"}
+    models = [
+        dict(name="ffhq", kind="stylegan", format="nvidia-pkl", file=pkl.name,
+             url="https://example.invalid/ffhq/" + pkl.name, size=pkl.stat().st_size,
+             sha256=dl.sha256_of(pkl), resolution=32, source="t"),
+        dict(name="ffhq-nosum", kind="stylegan", format="nvidia-pkl", file=pkl.name.replace(".pkl", "-copy.pkl"),
+             url="https://example.invalid/x.pkl", resolution=32, source="t"),
+        dict(name="nada-sketch", kind="stylegan", format="rosinality-pt", file="stylegan-nada/sketch.pt",
+             url="https://example.invalid/sketch.pt", resolution=32, source="t"),
+        dict(name="wrong-kind", kind="stylegan", format="rosinality-pt", file="ViT-B-32-openai.safetensors",
+             url="https://example.invalid/clip.safetensors", source="t"),
+        dict(name="drive-model", kind="stylegan", format="rosinality-pt", file="drive.pt",
+             url="https://drive.usercontent.google.com/download?id=x&export=download&confirm=t", source="t"),
+    ] + [dict(name=arch, kind="clip", format="open_clip-safetensors", file=f"{arch}-openai.safetensors",
+              url=f"https://example.invalid/{arch}.safetensors", source="t",
+              open_clip={"name": TINY_CLIP_ARCH, "tag": "openai"}) for arch in ("ViT-B-32", "ViT-B-16")]
+    (root / "ffhq-nosum").mkdir()
+    cat = tmp_path_factory.mktemp("cat") / "catalogue.json"
+    cat.write_text(json.dumps({"sources": {"t": src}, "models": models}))
+    # the copy entry is served under its own name
+    (root / pkl.name.replace(".pkl", "-copy.pkl")).write_bytes(pkl.read_bytes())
+    return root, cat
+
+
+@pytest.fixture
+def server(served, tmp_path, monkeypatch):
+    root, cat = served
+    for var in ("HF_HUB_OFFLINE", "NADA_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NADA_CATALOGUE", str(cat))
+    monkeypatch.setenv("NADA_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("NADA_DOWNLOAD_TIMEOUT", "5")
+    with ModelServer(root) as s:
+        monkeypatch.setenv("NADA_MODEL_MIRROR", s.url)
+        yield s
+
+
+def _no_debris(folder):
+    left = [os.path.relpath(os.path.join(r, f), folder) for r, ds, fs in os.walk(folder) for f in fs + ds]
+    return [p for p in left if is_temporary_name(p)]
+
+
+# ---------------------------------------------------------------------------- downloads
+def test_download_once_then_from_disk(server, tmp_path):
+    from nada_ops.stylegan.io import load_generator
+    seen = []
+    path = resolve_generator("ffhq", progress=lambda d, t: seen.append((d, t)))
+    assert path == str(tmp_path / "models" / "stylegan" / "stylegan2-ffhq-1024x1024.pkl")
+    assert load_generator(path).cfg.img_resolution == 32
+    assert seen[-1][0] == seen[-1][1] == os.path.getsize(path)
+    n = len(server.requests)
+    assert resolve_generator("ffhq") == path and len(server.requests) == n      # loaded from disk, no request
+    assert resolve_generator("stylegan2-ffhq-1024x1024.pkl") == path          # the file name works too
+    assert _no_debris(tmp_path / "models") == []
+    # a catalogue file in a sub-folder (StyleGAN-NADA models)
+    sketch = resolve_generator("nada-sketch")
+    assert sketch.endswith(os.path.join("stylegan", "stylegan-nada", "sketch.pt"))
+    assert load_generator(sketch).source_format == "rosinality-pt"
+
+
+def test_connection_cut_mid_body_resumes_with_range(server, tmp_path):
+    server.cut_once["stylegan2-ffhq-1024x1024.pkl"] = 5000
+    path = resolve_generator("ffhq")            # size and SHA-256 known for this entry: both checked
+    assert [r["range"] for r in server.requests] == [None, "bytes=5000-"]
+    assert server.requests[1]["status"] == 206 and server.requests[1]["if_range"]
+    assert dl.sha256_of(path) == catalogue().find("ffhq").sha256
+
+
+def test_resume_across_runs_and_partial_file_is_hidden(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "CHUNK", 4096)
+    entry = catalogue().find("ffhq-nosum")
+
+    def stop_after_two_chunks(done, total):
+        if done >= 8192:
+            raise KeyboardInterrupt          # Ctrl-C / ComfyUI's Cancel
+    with pytest.raises(KeyboardInterrupt):
+        ensure(entry, progress=stop_after_two_chunks)
+    folder = tmp_path / "models" / "stylegan"
+    assert status(entry, folder) == ("partial", 8192)
+    listed = [os.path.relpath(os.path.join(r, f), folder) for r, _, fs in os.walk(folder) for f in fs]
+    assert listed and all(is_temporary_name(p) for p in listed)   # nothing a model list would show
+    assert not any(p.endswith((".pkl", ".pt", ".safetensors")) for p in listed)
+    ensure(entry)                                                  # the next run continues
+    assert server.requests[-1]["range"] == "bytes=8192-" and server.requests[-1]["status"] == 206
+    assert status(entry, folder)[0] == "present" and _no_debris(folder) == []
+
+
+def test_server_that_ignores_range_restarts_cleanly(server, tmp_path):
+    server.ignore_range = True
+    server.cut_once["stylegan2-ffhq-1024x1024.pkl"] = 3000
+    path = resolve_generator("ffhq")
+    assert [(r["range"], r["status"]) for r in server.requests] == [(None, 200), ("bytes=3000-", 200)]
+    assert dl.sha256_of(path) == catalogue().find("ffhq").sha256
+
+
+def test_changed_file_on_the_server_is_not_spliced(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(dl, "CHUNK", 4096)
+    entry = catalogue().find("ffhq-nosum")
+    with pytest.raises(KeyboardInterrupt):
+        ensure(entry, progress=lambda d, t: (_ for _ in ()).throw(KeyboardInterrupt()))
+    server.etag_salt = "v2"                   # the server's file changed: If-Range no longer matches
+    path = ensure(entry)
+    assert server.requests[-1]["status"] == 200 and server.requests[-1]["range"]
+    assert path.read_bytes() == (server.root / entry.file).read_bytes()
+
+
+def test_404_and_refused_connection_fail_fast_naming_file_and_folder(server, tmp_path, monkeypatch):
+    server.status["stylegan2-ffhq-1024x1024.pkl"] = 404
+    with pytest.raises(ModelUnavailableError) as e:
+        resolve_generator("ffhq")
+    msg = str(e.value)
+    assert "HTTP 404" in msg and "stylegan2-ffhq-1024x1024.pkl" in msg
+    assert str((tmp_path / "models" / "stylegan").resolve()) in msg and "https://example.invalid/ffhq/" in msg
+    assert len(server.requests) == 1                               # no retries
+    with socket.socket() as s:                                     # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("NADA_MODEL_MIRROR", f"http://127.0.0.1:{port}")
+    t0 = time.time()
+    with pytest.raises(ModelUnavailableError, match="connection refused"):
+        resolve_generator("ffhq")
+    assert time.time() - t0 < 5
+    assert not (tmp_path / "models" / "stylegan" / "stylegan2-ffhq-1024x1024.pkl").exists()
+
+
+def test_unresolvable_host_fails_within_the_timeout(server, monkeypatch):
+    monkeypatch.setenv("NADA_MODEL_MIRROR", "http://nada-no-such-host.invalid")
+    monkeypatch.setenv("NADA_DOWNLOAD_TIMEOUT", "2")
+    t0 = time.time()
+    with pytest.raises(ModelUnavailableError, match="resolve the host"):
+        resolve_generator("ffhq")
+    assert time.time() - t0 < 6
+
+
+@pytest.mark.parametrize("var", ["HF_HUB_OFFLINE", "NADA_OFFLINE"])
+def test_offline_setting_never_touches_the_network(server, tmp_path, monkeypatch, var):
+    monkeypatch.setenv(var, "1")
+    with pytest.raises(ModelUnavailableError) as e:
+        resolve_generator("ffhq")
+    assert f"{var}=1" in str(e.value) and "stylegan2-ffhq-1024x1024.pkl" in str(e.value)
+    assert str((tmp_path / "models" / "stylegan").resolve()) in str(e.value)
+    assert server.requests == []
+
+
+def test_size_checksum_html_and_content_are_checked(server, tmp_path, monkeypatch):
+    folder = tmp_path / "models" / "stylegan"
+    server.extra_bytes = 10                   # the server offers a different size than the catalogue states
+    with pytest.raises(ModelUnavailableError, match="offers .* bytes, but the file should have"):
+        resolve_generator("ffhq")
+    server.extra_bytes = 0
+    cat = json.loads(open(os.environ["NADA_CATALOGUE"]).read())
+    cat["models"][0]["sha256"] = "0" * 64
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(cat))
+    monkeypatch.setenv("NADA_CATALOGUE", str(bad))
+    with pytest.raises(ModelUnavailableError, match="SHA-256"):
+        resolve_generator("ffhq")
+    assert status(catalogue().find("ffhq"), folder) == ("absent", None)     # nothing kept
+    server.html = True
+    with pytest.raises(ModelUnavailableError, match="web page") as e:
+        resolve_generator("drive-model")
+    assert "Google Drive" in str(e.value) and "browser" in str(e.value)
+    server.html = False
+    with pytest.raises(ModelUnavailableError, match="not what was expected"):   # content: not a rosinality .pt
+        resolve_generator("wrong-kind")
+    assert _no_debris(folder) == [] and not any(folder.rglob("*.safetensors"))
+
+
+def test_one_downloader_per_file(server, tmp_path):
+    from nada_ops.fileio import _host_tag
+    entry = catalogue().find("ffhq")
+    part = dl.partial_path(tmp_path / "models" / "stylegan" / entry.file)
+    os.makedirs(os.path.dirname(part))
+    with open(part + ".lock", "w") as fh:
+        fh.write(f"{_host_tag()} {os.getpid()}")       # a live process (this one) holds it
+    with pytest.raises(ModelUnavailableError, match="another process"):
+        ensure(entry)
+    with open(part + ".lock", "w") as fh:
+        fh.write(f"{_host_tag()} 999999999")            # a dead process: the lock is taken over
+    assert ensure(entry).is_file()
+
+
+def test_clip_weights_from_the_catalogue(server, tmp_path):
+    from nada_ops.clip.models import load_clip
+    clip_dir = tmp_path / "models" / "open_clip"
+    arch, path = clip_weights_for("ViT-B-32", [clip_dir])
+    assert arch == TINY_CLIP_ARCH and path == str(clip_dir / "ViT-B-32-openai.safetensors")
+    m = load_clip(arch, path)
+    assert m.encode_text(["a photo"]).shape == (1, 32)
+    assert clip_weights_for("ViT-B/32", [clip_dir]) == (arch, path)              # on disk now: no request
+    assert clip_weights_for("RN50", [clip_dir]) == ("RN50", None)               # not in the catalogue
