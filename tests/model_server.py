@@ -5,8 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import threading
 from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import randomize, tiny_config
+
+TINY_CLIP_ARCH = "tiny-vit"
 
 
 class ModelServer:
@@ -101,3 +109,66 @@ class ModelServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         return False
+
+
+# ---------------------------------------------------------------------------- fixtures
+def _tiny_generator(seed=0):
+    from nada_ops.stylegan.networks import Generator
+    torch.manual_seed(seed)
+    return randomize(Generator(tiny_config()).eval(), seed)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """Files on the server (real formats) + a catalogue JSON whose entries point at them."""
+    from writers.nvidia_pickle import write_nvidia_pickle
+
+    from nada_ops.catalogue import download as dl
+    from nada_ops.clip.tiny import build_tiny_open_clip, register_tiny_config
+    from nada_ops.stylegan.formats.rosinality_pt import write_rosinality
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("server")
+    G = _tiny_generator()
+    write_nvidia_pickle(G, root / "stylegan2-ffhq-1024x1024.pkl", root / "marker")
+    (root / "stylegan-nada").mkdir()
+    write_rosinality(_tiny_generator(1), root / "stylegan-nada" / "sketch.pt")
+    register_tiny_config(tmp_path_factory.mktemp("clipcfg"), TINY_CLIP_ARCH)
+    for i, f in enumerate(("ViT-B-32-openai.safetensors", "ViT-B-16-openai.safetensors")):
+        save_file({k: v.contiguous() for k, v in build_tiny_open_clip(seed=i).state_dict().items()}, str(root / f))
+    pkl = root / "stylegan2-ffhq-1024x1024.pkl"
+    src = {"licence": "test licence", "licence_url": "https://example.org/licence", "published_at": "tests"}
+    models = [
+        dict(name="ffhq", kind="stylegan", format="nvidia-pkl", file=pkl.name,
+             url="https://example.invalid/ffhq/" + pkl.name, size=pkl.stat().st_size,
+             sha256=dl.sha256_of(pkl), resolution=32, source="t"),
+        dict(name="ffhq-nosum", kind="stylegan", format="nvidia-pkl", file=pkl.name.replace(".pkl", "-copy.pkl"),
+             url="https://example.invalid/x.pkl", resolution=32, source="t"),
+        dict(name="nada-sketch", kind="stylegan", format="rosinality-pt", file="stylegan-nada/sketch.pt",
+             url="https://example.invalid/sketch.pt", resolution=32, source="t"),
+        dict(name="wrong-kind", kind="stylegan", format="rosinality-pt", file="ViT-B-32-openai.safetensors",
+             url="https://example.invalid/clip.safetensors", source="t"),
+        dict(name="drive-model", kind="stylegan", format="rosinality-pt", file="drive.pt",
+             url="https://drive.usercontent.google.com/download?id=x&export=download&confirm=t", source="t"),
+    ] + [dict(name=arch, kind="clip", format="open_clip-safetensors", file=f"{arch}-openai.safetensors",
+              url=f"https://example.invalid/{arch}.safetensors", source="t",
+              open_clip={"name": TINY_CLIP_ARCH, "tag": "openai"}) for arch in ("ViT-B-32", "ViT-B-16")]
+    (root / "ffhq-nosum").mkdir()
+    cat = tmp_path_factory.mktemp("cat") / "catalogue.json"
+    cat.write_text(json.dumps({"sources": {"t": src}, "models": models}))
+    # the copy entry is served under its own name
+    (root / pkl.name.replace(".pkl", "-copy.pkl")).write_bytes(pkl.read_bytes())
+    return root, cat
+
+
+@pytest.fixture
+def server(served, tmp_path, monkeypatch):
+    root, cat = served
+    for var in ("HF_HUB_OFFLINE", "NADA_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NADA_CATALOGUE", str(cat))
+    monkeypatch.setenv("NADA_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("NADA_DOWNLOAD_TIMEOUT", "5")
+    with ModelServer(root) as s:
+        monkeypatch.setenv("NADA_MODEL_MIRROR", s.url)
+        yield s

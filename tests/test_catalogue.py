@@ -11,17 +11,13 @@ import time
 import pytest
 import torch
 
-from conftest import randomize, tiny_config
-from model_server import ModelServer
+from model_server import TINY_CLIP_ARCH, served, server  # noqa: F401  (fixtures)
 from nada_ops.catalogue import (ModelUnavailableError, catalogue, clip_weights_for, ensure, resolve_generator,
                                 status)
 from nada_ops.catalogue import download as dl
 from nada_ops.fileio import is_temporary_name
-from nada_ops.stylegan.networks import Generator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY_CLIP_ARCH = "tiny-vit"
 
 
 def test_published_catalogue_is_well_formed():
@@ -45,67 +41,6 @@ def test_published_catalogue_is_well_formed():
     assert cat.find("ViT-B/32") is cat.find("ViT-B-32") and cat.find("ViT-B-32").open_clip["tag"] == "openai"
     # every catalogue file lands where ComfyUI lists models: stylegan/ and open_clip/
     assert {e.folder_key for e in cat} == {"stylegan", "open_clip"}
-
-
-# ---------------------------------------------------------------------------- fixtures
-def _tiny_generator(seed=0):
-    torch.manual_seed(seed)
-    return randomize(Generator(tiny_config()).eval(), seed)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """Files on the server (real formats) + a catalogue JSON whose entries point at them."""
-    from writers.nvidia_pickle import write_nvidia_pickle
-
-    from nada_ops.clip.tiny import build_tiny_open_clip, register_tiny_config
-    from nada_ops.stylegan.formats.rosinality_pt import write_rosinality
-    from safetensors.torch import save_file
-
-    root = tmp_path_factory.mktemp("server")
-    G = _tiny_generator()
-    write_nvidia_pickle(G, root / "stylegan2-ffhq-1024x1024.pkl", root / "marker")
-    (root / "stylegan-nada").mkdir()
-    write_rosinality(_tiny_generator(1), root / "stylegan-nada" / "sketch.pt")
-    register_tiny_config(tmp_path_factory.mktemp("clipcfg"), TINY_CLIP_ARCH)
-    for i, f in enumerate(("ViT-B-32-openai.safetensors", "ViT-B-16-openai.safetensors")):
-        save_file({k: v.contiguous() for k, v in build_tiny_open_clip(seed=i).state_dict().items()}, str(root / f))
-    pkl = root / "stylegan2-ffhq-1024x1024.pkl"
-    src = {"licence": "test licence", "licence_url": "https://example.org/licence", "published_at": "tests"}
-    models = [
-        dict(name="ffhq", kind="stylegan", format="nvidia-pkl", file=pkl.name,
-             url="https://example.invalid/ffhq/" + pkl.name, size=pkl.stat().st_size,
-             sha256=dl.sha256_of(pkl), resolution=32, source="t"),
-        dict(name="ffhq-nosum", kind="stylegan", format="nvidia-pkl", file=pkl.name.replace(".pkl", "-copy.pkl"),
-             url="https://example.invalid/x.pkl", resolution=32, source="t"),
-        dict(name="nada-sketch", kind="stylegan", format="rosinality-pt", file="stylegan-nada/sketch.pt",
-             url="https://example.invalid/sketch.pt", resolution=32, source="t"),
-        dict(name="wrong-kind", kind="stylegan", format="rosinality-pt", file="ViT-B-32-openai.safetensors",
-             url="https://example.invalid/clip.safetensors", source="t"),
-        dict(name="drive-model", kind="stylegan", format="rosinality-pt", file="drive.pt",
-             url="https://drive.usercontent.google.com/download?id=x&export=download&confirm=t", source="t"),
-    ] + [dict(name=arch, kind="clip", format="open_clip-safetensors", file=f"{arch}-openai.safetensors",
-              url=f"https://example.invalid/{arch}.safetensors", source="t",
-              open_clip={"name": TINY_CLIP_ARCH, "tag": "openai"}) for arch in ("ViT-B-32", "ViT-B-16")]
-    (root / "ffhq-nosum").mkdir()
-    cat = tmp_path_factory.mktemp("cat") / "catalogue.json"
-    cat.write_text(json.dumps({"sources": {"t": src}, "models": models}))
-    # the copy entry is served under its own name
-    (root / pkl.name.replace(".pkl", "-copy.pkl")).write_bytes(pkl.read_bytes())
-    return root, cat
-
-
-@pytest.fixture
-def server(served, tmp_path, monkeypatch):
-    root, cat = served
-    for var in ("HF_HUB_OFFLINE", "NADA_OFFLINE"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NADA_CATALOGUE", str(cat))
-    monkeypatch.setenv("NADA_MODELS_DIR", str(tmp_path / "models"))
-    monkeypatch.setenv("NADA_DOWNLOAD_TIMEOUT", "5")
-    with ModelServer(root) as s:
-        monkeypatch.setenv("NADA_MODEL_MIRROR", s.url)
-        yield s
 
 
 def _no_debris(folder):
@@ -262,3 +197,63 @@ def test_clip_weights_from_the_catalogue(server, tmp_path):
     assert m.encode_text(["a photo"]).shape == (1, 32)
     assert clip_weights_for("ViT-B/32", [clip_dir]) == (arch, path)              # on disk now: no request
     assert clip_weights_for("RN50", [clip_dir]) == ("RN50", None)               # not in the catalogue
+
+
+# ---------------------------------------------------------------------------- the README's main job
+README_MAIN_JOB = ["adapt", "--generator", "ffhq", "--source", "photo", "--target", "pencil sketch",
+                   "--out", "sketch.safetensors"]
+
+
+def test_readme_main_job_on_a_fresh_machine(server, tmp_path, monkeypatch, capsys):
+    """The README's command as written: the generator and the default CLIP models come from the
+    catalogue (the local server stands in for the published addresses), into ./models."""
+    import shlex
+
+    from nada_ops.cli import main
+    from nada_ops.stylegan.io import load_generator
+    readme = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + "/README.md")
+    text = open(readme, encoding="utf-8").read()
+    assert "python -m nada_ops " + shlex.join(README_MAIN_JOB) in text.replace('"pencil sketch"', "'pencil sketch'")
+    monkeypatch.delenv("NADA_MODELS_DIR")
+    monkeypatch.chdir(tmp_path)
+    assert main(README_MAIN_JOB) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    for what in ("download ffhq", "download CLIP ViT-B-32", "download CLIP ViT-B-16", "loading generator",
+                 "loading CLIP ViT-B-32", "encoding 2 x 79 prompt(s)", "estimate on this CPU", "per iteration",
+                 "training 300 iteration(s)"):
+        assert what in err, what
+    h = load_generator(tmp_path / "sketch.safetensors")
+    assert h.provenance["history"][-1]["direction"]["target"] == "pencil sketch"
+    for f in ("stylegan/stylegan2-ffhq-1024x1024.pkl", "open_clip/ViT-B-32-openai.safetensors",
+              "open_clip/ViT-B-16-openai.safetensors"):
+        assert (tmp_path / "models" / f).is_file(), f
+    n = len(server.requests)
+    assert main(README_MAIN_JOB[:-1] + ["again.safetensors", "--iterations", "1"]) == 0
+    assert len(server.requests) == n                          # second run: everything from disk
+
+
+def test_readme_main_job_offline_fails_in_seconds_naming_files_and_folders(server, tmp_path, monkeypatch, capsys):
+    from nada_ops.cli import main
+    monkeypatch.delenv("NADA_MODELS_DIR")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.time()
+    assert main(README_MAIN_JOB) == 1
+    assert time.time() - t0 < 5
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE=1" in err and server.requests == []
+    for f, folder in (("stylegan2-ffhq-1024x1024.pkl", "stylegan"), ("ViT-B-32-openai.safetensors", "open_clip"),
+                      ("ViT-B-16-openai.safetensors", "open_clip")):
+        assert f in err and str((tmp_path / "models" / folder).resolve()) in err, f
+    # no network at all (nothing listens): also a message in seconds, naming the file and the folder
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("NADA_MODEL_MIRROR", f"http://127.0.0.1:{port}")
+    t0 = time.time()
+    assert main(README_MAIN_JOB) == 1
+    assert time.time() - t0 < 5
+    err = capsys.readouterr().err
+    assert "connection refused" in err and "stylegan2-ffhq-1024x1024.pkl" in err
+    assert str((tmp_path / "models" / "stylegan").resolve()) in err and "Traceback" not in err

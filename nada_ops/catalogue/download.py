@@ -273,7 +273,7 @@ def _fetch_once(url, part, meta_path, meta, expected_size, timeout, progress, la
                                 + (f" ({hint})" if hint else "")) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         raise DownloadError(f"{label}: cannot reach {urllib.parse.urlsplit(url).netloc} "
-                            f"({_reason(e)}); no network connection?") from None
+                            f"({_reason(e)}: no network connection, or the server is down)") from None
     with resp:
         status = getattr(resp, "status", 200)
         ctype = (resp.headers.get("Content-Type") or "").lower()

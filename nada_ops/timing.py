@@ -1,0 +1,59 @@
+"""Rough run-time estimates, told to the user before a long job starts (the command line warns
+when ``adapt`` or ``invert`` would run for a long time on a CPU).
+
+Each estimate times ONE forward pass of the networks involved (batch 1, no gradients) on the
+device in use and counts passes: a backward costs about two forwards. The figures are a guide
+(within a factor of about two); the command line replaces them by the measured time per
+iteration as soon as the first iterations have run.
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def generator_forward_seconds(G, device=None) -> float:
+    """Seconds for one image through the synthesis network (no gradients)."""
+    device = device or G.w_avg.device
+    with torch.no_grad():
+        ws = G.mapping.w_avg.detach().reshape(1, 1, -1).repeat(1, G.cfg.num_ws, 1).to(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        G.synthesis(ws, noise_mode="const")
+        _sync(device)
+    return time.perf_counter() - t0
+
+
+def clip_forward_seconds(model) -> float:
+    """Seconds for one generator-sized image through a CLIP image tower (incl. preprocessing)."""
+    size = model.input_size if isinstance(model.input_size, int) else max(model.input_size)
+    with torch.no_grad():
+        img = torch.zeros(1, 3, size, size, device=model.device)
+        _sync(model.device)
+        t0 = time.perf_counter()
+        model.encode_generator_images(img)
+        _sync(model.device)
+    return time.perf_counter() - t0
+
+
+def adapt_iteration_seconds(t_generator: float, t_clips, batch: int, adaptive_codes: int = 0) -> float:
+    """One NADA iteration: the frozen generator forward + the trained one forward and backward
+    (4 passes per image), each CLIP model on both images plus the backward of the trained half
+    (4 passes per pair); adaptive layer selection adds forward + backward of generator and CLIP
+    for its N_w codes."""
+    t_clip = float(sum(t_clips))
+    t = batch * 4 * (t_generator + t_clip)
+    if adaptive_codes:
+        t += adaptive_codes * 3 * (t_generator + t_clip)
+    return t
+
+
+def invert_step_seconds(t_generator: float, n_images: int, t_clip: float = 0.0) -> float:
+    """One inversion step: forward + backward of the generator (and of CLIP for the perceptual loss)."""
+    return n_images * 3 * (t_generator + t_clip)
