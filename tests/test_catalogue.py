@@ -25,6 +25,7 @@ def test_published_catalogue_is_well_formed():
     names = {e.name for e in cat}
     # NVIDIA's StyleGAN2 generators in the PyTorch format, the StyleGAN-NADA models and the paper's CLIP models
     for n in ("ffhq", "afhqdog", "afhqcat", "afhqwild", "metfaces", "brecahad", "cifar10", "lsundog-256",
+              "lsun-church", "lsun-car", "lsun-cat", "lsun-horse",
               "ada-ffhq", "ada-afhqdog", "nada-ffhq", "nada-sketch", "nada-pixar", "ViT-B-32", "ViT-B-16"):
         assert n in names, n
     assert cat.find("ffhq").url == ("https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/"

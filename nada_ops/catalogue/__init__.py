@@ -40,7 +40,8 @@ DATA_FILE = Path(__file__).with_name("models.json")
 KINDS = ("stylegan", "clip")
 #: kind -> sub-folder of the models folder (ComfyUI's folder keys: models/stylegan, models/open_clip)
 FOLDER_OF_KIND = {"stylegan": "stylegan", "clip": "open_clip"}
-FORMATS = {"stylegan": ("nvidia-pkl", "rosinality-pt", "safetensors"), "clip": ("open_clip-safetensors",)}
+FORMATS = {"stylegan": ("nvidia-pkl", "nvidia-tf-pkl", "rosinality-pt", "safetensors"),
+           "clip": ("open_clip-safetensors",)}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 

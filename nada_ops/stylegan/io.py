@@ -69,7 +69,13 @@ def read_checkpoint(path) -> ReadResult:
                                     "models/open_clip: in ComfyUI choose it in Load CLIP; on the command line "
                                     "pass it with --clip-weights NAME=FILE (or its folder with --clip-dir)") from None
     from .formats.nvidia_pkl import read_nvidia_pickle
-    return read_nvidia_pickle(path)
+    try:
+        return read_nvidia_pickle(path)
+    except CheckpointError as e:
+        if "TensorFlow-era StyleGAN pickle" not in e.problem:
+            raise
+    from .formats.nvidia_tf_pkl import read_nvidia_tf_pickle   # the original StyleGAN2 release's pickles
+    return read_nvidia_tf_pickle(path)
 
 
 def clip_model_kind(path) -> str | None:
