@@ -74,7 +74,7 @@ def catalogue_files(key: str) -> list[str]:
     if kind is None or offline_reason():
         return []
     try:
-        local = set(list_files(key))
+        local = {f.replace("\\", "/") for f in list_files(key)}      # ComfyUI lists 'sub\\file' on Windows
         return [e.file for e in catalogue().of_kind(kind) if e.file not in local]
     except (OSError, ValueError):
         return []
@@ -83,7 +83,7 @@ def catalogue_files(key: str) -> list[str]:
 def list_files_and_catalogue(key: str) -> list[str]:
     """The files in models/<key>, then the catalogue's models not downloaded yet."""
     local = list_files(key)
-    return local + [f for f in catalogue_files(key) if f not in local]
+    return local + catalogue_files(key)
 
 
 def download_progress(label: str):

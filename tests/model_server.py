@@ -14,7 +14,7 @@ import torch
 
 from conftest import randomize, tiny_config
 
-TINY_CLIP_ARCH = "tiny-vit"
+from nada_ops.clip.tiny import TINY_NAME as TINY_CLIP_ARCH  # noqa: E402
 
 
 class ModelServer:
@@ -118,7 +118,7 @@ def _tiny_generator(seed=0):
     return randomize(Generator(tiny_config()).eval(), seed)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def served(tmp_path_factory):
     """Files on the server (real formats) + a catalogue JSON whose entries point at them."""
     from writers.nvidia_pickle import write_nvidia_pickle

@@ -9,15 +9,14 @@ import socket
 import time
 
 import pytest
-import torch
-
-from model_server import TINY_CLIP_ARCH, served, server  # noqa: F401  (fixtures)
+from nada_ops.clip.tiny import TINY_NAME as TINY_CLIP_ARCH   # what tests/model_server.py registers
 from nada_ops.catalogue import (ModelUnavailableError, catalogue, clip_weights_for, ensure, resolve_generator,
                                 status)
 from nada_ops.catalogue import download as dl
 from nada_ops.fileio import is_temporary_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+pytest_plugins = ("model_server",)      # the served / server fixtures
 
 
 def test_published_catalogue_is_well_formed():
@@ -258,3 +257,23 @@ def test_readme_main_job_offline_fails_in_seconds_naming_files_and_folders(serve
     err = capsys.readouterr().err
     assert "connection refused" in err and "stylegan2-ffhq-1024x1024.pkl" in err
     assert str((tmp_path / "models" / "stylegan").resolve()) in err and "Traceback" not in err
+
+
+def test_models_download_and_info_commands(server, tmp_path, capsys):
+    from nada_ops.cli import main
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^ffhq\s+stylegan\s+32\s+-\s", out, re.M) and "ViT-B-32" in out
+    assert str((tmp_path / "models").resolve()) in out
+    assert main(["info", "nada-sketch"]) == 0                       # a catalogue name: shown, not downloaded
+    assert "not downloaded yet" in capsys.readouterr().out and server.requests == []
+    assert main(["download", "ffhq", "ViT-B-32"]) == 0
+    err = capsys.readouterr().err
+    assert "ffhq: saved" in err and "licence: test licence" in err
+    assert (tmp_path / "models" / "open_clip" / "ViT-B-32-openai.safetensors").is_file()
+    assert main(["download", "ffhq"]) == 0 and "already here" in capsys.readouterr().err
+    assert main(["models", "--here", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"ffhq", "ViT-B-32"} and all(r["status"] == "present" for r in rows)
+    assert main(["info", "ffhq"]) == 0 and "32x32" in capsys.readouterr().out
+    assert main(["download", "ffqh"]) == 2 and "did you mean ffhq" in capsys.readouterr().err

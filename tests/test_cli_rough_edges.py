@@ -4,7 +4,6 @@ the progress bar, the history printed as one line, blends that forgot a side, th
 error prefixes."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import re

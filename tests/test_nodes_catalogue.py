@@ -9,10 +9,11 @@ import os
 import pytest
 import torch
 
-from model_server import TINY_CLIP_ARCH, served, server  # noqa: F401  (fixtures)
+from nada_ops.clip.tiny import TINY_NAME as TINY_CLIP_ARCH   # what tests/model_server.py registers
 from nada_ops.fileio import is_temporary_name
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+pytest_plugins = ("model_server",)      # the served / server fixtures
 
 FFHQ = "stylegan2-ffhq-1024x1024.pkl"
 
@@ -40,7 +41,6 @@ def test_load_stylegan_offers_and_downloads_catalogue_models(comfy, server, tiny
 
 def test_cancel_during_a_download_keeps_a_hidden_partial_file_and_the_next_run_continues(comfy, server,
                                                                                         monkeypatch):
-    import sys
     import importlib
     dl = importlib.import_module(comfy.pack.__name__ + ".nada_ops.catalogue.download")   # the pack's own copy
     monkeypatch.setattr(dl, "CHUNK", 4096)

@@ -132,9 +132,10 @@ class _Lock:
                     age = time.time() - os.path.getmtime(self.path)
                 except OSError:
                     continue
-                dead = host == _host_tag() and pid.isdigit() and _pid_alive(int(pid)) is False
+                alive = _pid_alive(int(pid)) if host == _host_tag() and pid.isdigit() else None
                 unreadable = not pid.isdigit() and age > 60       # a writer killed before writing its pid
-                if dead or unreadable or (host != _host_tag() and age > 7 * 24 * 3600):
+                unknown_and_old = alive is None and age > (24 * 3600 if host == _host_tag() else 7 * 24 * 3600)
+                if alive is False or unreadable or unknown_and_old:
                     try:
                         os.unlink(self.path)
                     except OSError:
