@@ -3,9 +3,12 @@ when ``adapt`` or ``invert`` would run for a long time on a CPU).
 
 Each estimate times a forward pass of the networks involved (batch 1, no gradients) on the
 device in use, a second time when the first was short (the first call pays one-time costs),
-and counts passes: a backward costs about two forwards. The figures are a guide
-(within a factor of about two); the command line replaces them by the measured time per
-iteration as soon as the first iterations have run.
+and multiplies it by a number of forward-pass equivalents per iteration. In theory an iteration
+is 4 of them per image (frozen forward, trained forward, backward ~2) and a layer-selection code
+3; measured on a CPU (2 threads, 64 px generator with config-f widths, ViT-B/32; 2026-12) an
+iteration cost 1.9 per image and 1.2 per code (batching and the backward are cheaper than
+counted), so those measured factors are used. The figures are a guide; the command line
+replaces them by the measured time per iteration as soon as the first iterations have run.
 """
 from __future__ import annotations
 
@@ -52,18 +55,20 @@ def clip_forward_seconds(model) -> float:
     return _timed(lambda: model.encode_generator_images(img), model.device)
 
 
+#: Forward-pass equivalents (see the module text): per image of a NADA batch (frozen forward,
+#: trained forward and backward, for the generator and each CLIP model), per layer-selection
+#: code (forward and backward), per image of an inversion step (forward and backward).
+PASSES_PER_IMAGE = 1.9
+PASSES_PER_CODE = 1.2
+PASSES_PER_INVERSION_IMAGE = 1.4
+
+
 def adapt_iteration_seconds(t_generator: float, t_clips, batch: int, adaptive_codes: int = 0) -> float:
-    """One NADA iteration: the frozen generator forward + the trained one forward and backward
-    (4 passes per image), each CLIP model on both images plus the backward of the trained half
-    (4 passes per pair); adaptive layer selection adds forward + backward of generator and CLIP
-    for its N_w codes."""
-    t_clip = float(sum(t_clips))
-    t = batch * 4 * (t_generator + t_clip)
-    if adaptive_codes:
-        t += adaptive_codes * 3 * (t_generator + t_clip)
-    return t
+    """One NADA iteration from single-image forward times of the generator and the CLIP models."""
+    t = t_generator + float(sum(t_clips))
+    return batch * PASSES_PER_IMAGE * t + adaptive_codes * PASSES_PER_CODE * t
 
 
 def invert_step_seconds(t_generator: float, n_images: int, t_clip: float = 0.0) -> float:
     """One inversion step: forward + backward of the generator (and of CLIP for the perceptual loss)."""
-    return n_images * 3 * (t_generator + t_clip)
+    return n_images * PASSES_PER_INVERSION_IMAGE * (t_generator + t_clip)
