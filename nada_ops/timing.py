@@ -7,7 +7,8 @@ and multiplies it by a number of forward-pass equivalents per iteration. In theo
 is 4 of them per image (frozen forward, trained forward, backward ~2) and a layer-selection code
 3; measured on a CPU (2 threads, 64 px generator with config-f widths, ViT-B/32; 2026-12) an
 iteration cost 1.9 per image and 1.2 per code (batching and the backward are cheaper than
-counted), so those measured factors are used. The figures are a guide; the command line
+counted), so those measured factors are used (for inversion the theoretical 3 per image is
+scaled by the same ratio: 1.4, not measured separately). The figures are a guide; the command line
 replaces them by the measured time per iteration as soon as the first iterations have run.
 """
 from __future__ import annotations
