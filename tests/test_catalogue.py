@@ -277,3 +277,21 @@ def test_models_download_and_info_commands(server, tmp_path, capsys):
     assert {r["name"] for r in rows} == {"ffhq", "ViT-B-32"} and all(r["status"] == "present" for r in rows)
     assert main(["info", "ffhq"]) == 0 and "32x32" in capsys.readouterr().out
     assert main(["download", "ffqh"]) == 2 and "did you mean ffhq" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_a_download_says_what_was_kept_and_the_next_run_continues(server, monkeypatch, capsys):
+    from nada_ops.cli import common, main
+    monkeypatch.setattr(dl, "CHUNK", 4096)
+    draw = common.ByteProgress.__call__
+
+    def ctrl_c_after_8k(self, done, total):
+        draw(self, done, total)
+        if done >= 8192:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(common.ByteProgress, "__call__", ctrl_c_after_8k)
+    assert main(["download", "ffhq"]) == 130
+    err = capsys.readouterr().err
+    assert "download stopped: the part received is kept" in err and "\ninterrupted\n" in err
+    monkeypatch.setattr(common.ByteProgress, "__call__", draw)
+    assert main(["download", "ffhq"]) == 0
+    assert server.requests[-1]["range"] == "bytes=8192-"

@@ -88,7 +88,8 @@ def run(argv) -> int:
     from ..nada.guidance import guidance_from
     from ..nada.schedule import FreezeSchedule, group_indices
     from ..nada.trainer import AdaptSettings, adapt
-    from .common import ByteProgress, ProgressPrinter, Stage, device_from_arg, format_duration, generator_path, say
+    from .common import (ByteProgress, ProgressPrinter, Stage, device_from_arg, format_duration, generator_path,
+                         note_interrupted_download, say)
 
     if (a.target is None) == (a.target_images is None):
         raise UsageError("give exactly one of --target TEXT or --target-images FOLDER/GLOB")
@@ -135,7 +136,8 @@ def run(argv) -> int:
         else:
             e = clip_entry(name)
             progress = ByteProgress(f"download CLIP {name}") if e is not None else None
-            arch, path = clip_weights_for(name, clip_dirs, progress=progress, log=say)
+            with note_interrupted_download():
+                arch, path = clip_weights_for(name, clip_dirs, progress=progress, log=say)
         where = path or f"a file for {name} in {', '.join(clip_dirs)} (or open_clip's download)"
         with Stage(f"loading CLIP {name} ({where})"):
             models.append((load_clip(arch, path, device=dev, search_dirs=clip_dirs), w))

@@ -177,6 +177,19 @@ class Stage:
         return False
 
 
+class note_interrupted_download:
+    """``with note_interrupted_download():`` around a download: Ctrl-C says what was kept."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is KeyboardInterrupt:
+            say("download stopped: the part received is kept (hidden, next to the models) and the next run "
+                "continues it")
+        return False
+
+
 def generator_path(spec: str, download: bool = True) -> str:
     """A --generator value as a file: a path, or a catalogue name (downloaded once into
     ``$NADA_MODELS_DIR/stylegan``, with a progress bar)."""
@@ -185,7 +198,8 @@ def generator_path(spec: str, download: bool = True) -> str:
     progress = None
     if entry is not None and not local_path(entry).is_file():
         progress = ByteProgress(f"download {entry.name}")
-    return resolve_generator(spec, download=download, progress=progress, log=say)
+    with note_interrupted_download():
+        return resolve_generator(spec, download=download, progress=progress, log=say)
 
 
 def _is_file(p) -> bool:

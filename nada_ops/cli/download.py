@@ -17,7 +17,7 @@ def run(argv) -> int:
     import os
 
     from ..catalogue import ModelUnavailableError, catalogue, default_folder, ensure, local_path
-    from .common import ByteProgress, UsageError, say
+    from .common import ByteProgress, UsageError, note_interrupted_download, say
     if a.models_dir:
         os.environ["NADA_MODELS_DIR"] = a.models_dir
     entries = []
@@ -35,7 +35,8 @@ def run(argv) -> int:
             say(f"{e.name}: already here ({path})")
             continue
         try:
-            ensure(e, default_folder(e.kind), progress=ByteProgress(f"download {e.name}"), log=say)
+            with note_interrupted_download():
+                ensure(e, default_folder(e.kind), progress=ByteProgress(f"download {e.name}"), log=say)
         except ModelUnavailableError as err:
             say(f"error: {err}")
             failed += 1
