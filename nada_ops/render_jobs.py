@@ -17,8 +17,11 @@ Relative paths in a job file are relative to the job file's folder.  Each job wr
 (``seed0007.mp4`` / ``latent0003.mp4``, layout ``separate``, the default) or one grid video
 (``grid.mp4``).  Resumable: outputs that already exist are skipped (writers rename complete
 files into place, so an existing file is a finished one); only missing latents are rendered.
-``overwrite`` renders everything again.  Each job folder also gets ``job.json`` (the
-settings used).
+``overwrite`` renders everything again.  Each job folder also gets ``job.json``: the settings
+used and, per output file, a fingerprint of the settings and input files (size and time of the
+generator, latents and direction files) that made it. An output whose fingerprint differs from
+this run's (``--frames 12`` after ``--frames 24``, a generator saved again, ...) or that has no
+record is rendered again; the log says what changed.
 
 Job files are untrusted input: every field is checked for its type and range (the ranges
 in :mod:`nada_ops.limits`, shared with the command line), a file over 4 MiB or with over
@@ -239,6 +242,70 @@ class JobReport:
     skipped: list = field(default_factory=list)
 
 
+#: Fields that do not change what is rendered (names, batching, how many files are open at once).
+_NOT_IN_FINGERPRINT = ("name", "batch", "max_writers")
+
+
+def _file_id(path) -> dict:
+    try:
+        st = os.stat(path)
+        return {"file": os.path.basename(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+    except OSError:
+        return {"file": os.path.basename(path), "missing": True}
+
+
+def output_settings(job: TransitionJob) -> dict:
+    """What an output of ``job`` depends on: the job's rendering settings and the identity (name,
+    size, modification time) of the generator, latents and direction files."""
+    d = {k: v for k, v in asdict(job).items() if k not in _NOT_IN_FINGERPRINT}
+    d["generators"] = [_file_id(g) for g in job.generators]
+    for k in _PATH_FIELDS:
+        if d.get(k) is not None:
+            d[k] = _file_id(d[k])
+    return d
+
+
+def fingerprint(settings: dict) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_job_record(folder: str) -> dict:
+    """The ``job.json`` of a job folder (empty when absent or unreadable; at most 4 MiB read)."""
+    from .limits import MAX_JOB_FILE_BYTES
+    try:
+        with open(os.path.join(folder, "job.json"), "rb") as fh:
+            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
+        d = json.loads(raw.decode("utf-8")) if len(raw) <= MAX_JOB_FILE_BYTES else {}
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _changes(old: dict, new: dict) -> str:
+    """'frames 24 -> 12, generators' for the message that says why outputs are rendered again."""
+    old_s = old.get("output_settings") if isinstance(old.get("output_settings"), dict) else {}
+    keys = sorted(set(old_s) | set(new))
+    out = []
+    for k in keys:
+        if old_s.get(k) != new.get(k):
+            a, b = old_s.get(k), new.get(k)
+            short = isinstance(a, (int, float, str, bool, type(None))) and isinstance(b, (int, float, str, bool, type(None)))
+            out.append(f"{k} {a!r} -> {b!r}" if short else (f"{k} (files changed)" if k in ("generators", *_PATH_FIELDS)
+                                                             else k))
+    return ", ".join(out[:6]) or "settings"
+
+
+def _write_record(folder: str, record: dict) -> None:
+    from .fileio import atomic_write
+    text = json.dumps(record, indent=2, sort_keys=True, default=str)
+
+    def write_json(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    atomic_write(os.path.join(folder, "job.json"), write_json)
+
+
 def _labels_for(job: TransitionJob, n: int) -> list[str]:
     from .latents import parse_seeds
     if job.seeds is not None:
@@ -255,13 +322,20 @@ def run_job(job: TransitionJob, folder: str, device="cpu", overwrite: bool = Fal
 
     from .latent_tools import direction_offsets, load_direction, load_latents
     from .latents import parse_seeds
-    from .fileio import atomic_write
     from .stylegan.io import load_generator
     from .stylegan.sampling import sample_latents
     from .video import open_writer, render_transition
 
     report = JobReport(job.name, folder)
-    # Which outputs are missing?  (Cheap: needs the number of latents only.)
+    settings_now = output_settings(job)
+    fp = fingerprint(settings_now)
+    record = read_job_record(folder)
+    made = record.get("outputs") if isinstance(record.get("outputs"), dict) else {}
+
+    def up_to_date(o):
+        return not overwrite and made.get(o) == fp and os.path.exists(os.path.join(folder, o))
+
+    # Which outputs are missing or stale?  (Cheap: needs the number of latents only.)
     if job.seeds is not None:
         n = len(parse_seeds(job.seeds))
     else:
@@ -269,8 +343,7 @@ def run_job(job: TransitionJob, folder: str, device="cpu", overwrite: bool = Fal
     labels = _labels_for(job, n) if n is not None else None
     if labels is not None:
         outs = planned_outputs(job, n, labels)
-        missing = [o for o in outs if overwrite or not os.path.exists(os.path.join(folder, o))]
-        if not missing:
+        if all(up_to_date(o) for o in outs):
             report.skipped = outs
             return report
 
@@ -290,18 +363,23 @@ def run_job(job: TransitionJob, folder: str, device="cpu", overwrite: bool = Fal
         n = lat.batch
         labels = _labels_for(job, n)
     outs = planned_outputs(job, n, labels)
-    todo = [i for i, o in enumerate(outs) if overwrite or not os.path.exists(os.path.join(folder, o))]
+    todo = [i for i, o in enumerate(outs) if not up_to_date(o)]
     report.skipped = [outs[i] for i in range(len(outs)) if i not in todo]
     if not todo:
         return report
+    stale = [outs[i] for i in todo if os.path.exists(os.path.join(folder, outs[i]))]
+    if stale and not overwrite and log is not None:
+        why = (f"the settings changed since they were rendered ({_changes(record, settings_now)})"
+               if made else "there is no record of the settings that made them")
+        log(f"{job.name or 'job'}: rendering {len(stale)} existing output(s) again ({', '.join(stale[:3])}"
+            f"{', ...' if len(stale) > 3 else ''}): {why}")
     os.makedirs(folder, exist_ok=True)
     settings = asdict(job)
     settings["generator_names"] = [h.name for h in handles]
-    text = json.dumps(settings, indent=2, sort_keys=True, default=str)
-    def write_json(tmp):
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    atomic_write(os.path.join(folder, "job.json"), write_json)
+    # what is recorded before rendering: only outputs still valid for these settings
+    outputs = {o: fp for o in outs if up_to_date(o)}
+    record = {**settings, "output_settings": settings_now, "fingerprint": fp, "outputs": outputs}
+    _write_record(folder, record)
 
     keyframes = None
     if job.end_seeds is not None:
@@ -342,7 +420,10 @@ def run_job(job: TransitionJob, folder: str, device="cpu", overwrite: bool = Fal
                           names=[h.name for h in handles], layout=job.layout, cols=job.cols, writers=writers,
                           progress=prog)
         done_before[0] += int(job.frames)
-        report.written += [outs[0]] if job.layout == "grid" else [outs[i] for i in rows]
+        new = [outs[0]] if job.layout == "grid" else [outs[i] for i in rows]
+        report.written += new
+        outputs.update({o: fp for o in new})
+        _write_record(folder, record)
         if log is not None:
             log(f"{job.name or 'job'}: wrote {len(writers)} file(s) into {folder}")
     return report

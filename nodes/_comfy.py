@@ -66,6 +66,62 @@ def list_files(key: str) -> list[str]:
         return []
 
 
+# ------------------------------------------------------------------ the pack's model catalogue
+_CATALOGUE_KIND = {STYLEGAN_FOLDER: "stylegan", CLIP_FOLDER: "clip"}
+
+
+def catalogue_files(key: str) -> list[str]:
+    """File names of the catalogue's models for folder ``key`` that are NOT on disk yet (offered
+    after the local files; the node downloads them on first use). Empty for other folders, or
+    when ComfyUI runs offline (HF_HUB_OFFLINE / NADA_OFFLINE)."""
+    from ..nada_ops.catalogue import catalogue, offline_reason
+    kind = _CATALOGUE_KIND.get(key)
+    if kind is None or offline_reason():
+        return []
+    try:
+        local = {f.replace("\\", "/") for f in list_files(key)}      # ComfyUI lists 'sub\\file' on Windows
+        return [e.file for e in catalogue().of_kind(kind) if e.file not in local]
+    except (OSError, ValueError):
+        return []
+
+
+def list_files_and_catalogue(key: str) -> list[str]:
+    """The files in models/<key>, then the catalogue's models not downloaded yet."""
+    local = list_files(key)
+    return local + catalogue_files(key)
+
+
+def download_progress(label: str):
+    """A download progress callback ``(done_bytes, total_bytes)`` on ComfyUI's progress bar (in
+    MB); it raises ComfyUI's interrupt exception on Cancel (the partial file is kept for later)."""
+    bar = Progress(1)
+    mb = 1_000_000
+
+    def progress(done: int, total: int | None):
+        bar(max(done // mb, 0), max((total or done) // mb, 1))
+    return progress
+
+
+def model_path_or_download(key: str, name: str) -> str:
+    """The full path of ``name`` in models/<key>; a catalogue model that is not there yet is
+    downloaded into the first models/<key> folder first (ComfyUI's progress bar, Cancel)."""
+    import logging
+
+    from ..nada_ops.catalogue import catalogue
+    try:
+        return full_path(key, name)
+    except FileNotFoundError:
+        entry = catalogue().find(name, _CATALOGUE_KIND.get(key)) if key in _CATALOGUE_KIND else None
+        if entry is None or entry.file != name.replace("\\", "/"):
+            raise
+    from ..nada_ops.catalogue import ensure
+    log = logging.getLogger("stylegan_nada")
+    path = ensure(entry, first_folder(key), progress=download_progress(entry.name),
+                  log=lambda m: log.info("%s", m))
+    log.info("downloaded %s (licence: %s)", path, entry.licence)
+    return str(path)
+
+
 def full_path(key: str, name: str) -> str:
     fp = folder_paths()
     if hasattr(fp, "get_full_path_or_raise"):

@@ -16,7 +16,8 @@ TAGS = ["openai", "laion2b_s34b_b79k", "laion2b_s34b_b88k", "random (benchmark o
 
 
 def _weights_choices():
-    return [AUTO_WEIGHTS] + C.list_files(C.CLIP_FOLDER) + TAGS
+    local = C.list_files(C.CLIP_FOLDER)
+    return [AUTO_WEIGHTS] + local + TAGS + [f for f in C.catalogue_files(C.CLIP_FOLDER) if f not in local]
 
 
 def _clip_search_dirs():
@@ -33,14 +34,25 @@ def _resolve_weights(choice: str):
         return "random"
     if choice in TAGS:
         return choice
-    return C.full_path(C.CLIP_FOLDER, choice)
+    return C.model_path_or_download(C.CLIP_FOLDER, choice)   # a catalogue file is downloaded on first use
+
+
+def _auto_weights(arch: str):
+    """'auto': a local file for ``arch`` in models/open_clip, else the catalogue's OpenAI weights
+    (downloaded into models/open_clip once, with ComfyUI's progress bar), else open_clip's own
+    download. Returns (architecture to build, weights file or None)."""
+    from ..nada_ops.catalogue import clip_entry, clip_weights_for
+    progress = C.download_progress(f"CLIP {arch}") if clip_entry(arch) is not None else None
+    return clip_weights_for(arch, _clip_search_dirs(), progress=progress,
+                            log=lambda m: log.info("%s", m))
 
 
 class NADALoadCLIP:
     DESCRIPTION = ("Load up to two CLIP models (open_clip) with loss weights. The paper guides with ViT-B/32 and "
                    "ViT-B/16 together. Weights come from models/open_clip (OpenAI .pt archives or open_clip "
-                   ".safetensors/.bin); 'auto' uses a local file for the architecture, else open_clip's 'openai' "
-                   "download where there is internet. Models with weight 0 are not loaded.")
+                   ".safetensors/.bin); 'auto' uses a local file for the architecture, else downloads OpenAI's "
+                   "weights for ViT-B-32 / ViT-B-16 from the pack's catalogue into models/open_clip (once), else "
+                   "open_clip's 'openai' download. Models with weight 0 are not loaded.")
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.CLIP,)
     RETURN_NAMES = ("clip",)
@@ -53,7 +65,9 @@ class NADALoadCLIP:
         w = _weights_choices()
         return {"required": {
             "clip_a": (CLIP_ARCHS, {"default": "ViT-B-32", "tooltip": "First CLIP architecture."}),
-            "weights_a": (w, {"default": AUTO_WEIGHTS, "tooltip": "Weights file in models/open_clip or a tag."}),
+            "weights_a": (w, {"default": AUTO_WEIGHTS,
+                              "tooltip": "Weights file in models/open_clip, a tag, or a catalogue file not downloaded "
+                                         "yet (downloaded on first use); auto = a local file, else the catalogue's."}),
             "weight_a": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.1,
                                    "tooltip": "Loss weight of the first model (0 = not loaded)."}),
             "clip_b": (CLIP_ARCHS, {"default": "ViT-B-16", "tooltip": "Second CLIP architecture ('none' = off)."}),
@@ -74,7 +88,11 @@ class NADALoadCLIP:
         for arch, wfile, weight in ((clip_a, weights_a, weight_a), (clip_b, weights_b, weight_b)):
             if arch == "none" or weight == 0:
                 continue
-            specs.append(({"name": arch, "pretrained": _resolve_weights(wfile)}, weight))
+            if wfile == AUTO_WEIGHTS:
+                build, weights = _auto_weights(arch)
+            else:
+                build, weights = arch, _resolve_weights(wfile)
+            specs.append(({"name": build, "pretrained": weights}, weight))
         if not specs:
             raise ValueError("Load CLIP: choose at least one CLIP model with a non-zero weight")
         ens = ClipEnsemble(specs, load_fn=load_clip, device=dev, dtype=dtype, search_dirs=_clip_search_dirs())

@@ -12,7 +12,11 @@ from . import _comfy as C
 class NADALoadStyleGAN:
     DESCRIPTION = ("Load a StyleGAN2 generator from models/stylegan: NVIDIA .pkl (stylegan2-ada-pytorch / "
                    "stylegan3 repo), StyleGAN-NADA / rosinality .pt, or this pack's .safetensors. The format is "
-                   "detected from the file's content; pickles are read without executing any code from them.")
+                   "detected from the file's content; pickles are read without executing any code from them. "
+                   "After the local files, the list offers the pack's catalogue of published models (NVIDIA's "
+                   "FFHQ, AFHQ, MetFaces, ..., the StyleGAN-NADA models) that are not downloaded yet: choosing "
+                   "one downloads it into models/stylegan on the first run (progress bar; Cancel keeps the "
+                   "partial file and the next run continues it).")
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.GENERATOR, "STRING")
     RETURN_NAMES = ("generator", "info")
@@ -23,7 +27,10 @@ class NADALoadStyleGAN:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": (C.list_files(C.STYLEGAN_FOLDER), {"tooltip": "A generator file in models/stylegan."}),
+            "model": (C.list_files_and_catalogue(C.STYLEGAN_FOLDER),
+                      {"tooltip": "A generator file in models/stylegan; after the local files come the catalogue's "
+                                  "published models not downloaded yet (downloaded on first use; mostly "
+                                  "non-commercial licences, see the node's help)."}),
             "device": (C.device_choices(), {"default": "auto",
                                             "tooltip": "auto = ComfyUI's main device (GPU when there is one)."}),
             "precision": (["fp32", "fp16"], {"default": "fp32",
@@ -37,12 +44,12 @@ class NADALoadStyleGAN:
         try:
             st = os.stat(C.full_path(C.STYLEGAN_FOLDER, model))
         except (OSError, ImportError):
-            return ""
+            return ""          # not there (yet): a catalogue model is downloaded when the node runs
         return f"{st.st_mtime_ns}-{st.st_size}"
 
     def load(self, model, device="auto", precision="fp32"):
         from ..nada_ops.stylegan.io import load_generator
-        path = C.full_path(C.STYLEGAN_FOLDER, model)
+        path = C.model_path_or_download(C.STYLEGAN_FOLDER, model)
         dev = C.torch_device(device)
         dtype = torch.float16 if precision == "fp16" and dev.type == "cuda" else torch.float32
         handle = load_generator(path, device=dev, dtype=dtype)

@@ -34,11 +34,10 @@ class NADAInterpolateModels:
         remember_blend_inputs(unique_id, [generator_a, generator_b])   # t preview in the front end
         G = blend_generators(generator_a.G, generator_b.G, t, device=generator_a.device,
                              names=(f"A ({generator_a.name})", f"B ({generator_b.name})"))
-        entry = {"op": "interpolate", "t": float(t), "a": generator_a.name, "b": generator_b.name,
-                 "b_source_file": generator_b.provenance.get("source_file"),
-                 "b_history": generator_b.provenance.get("history", [])}
+        from ..nada_ops.provenance import blend_entry
         name = f"{generator_a.name}-{generator_b.name}-t{float(t):.2f}"
-        return (generator_a.derive(G, name=name, history_entry=entry),)
+        # both sides' histories (prompts, settings) are kept inside the blend's own entry
+        return (generator_a.derive(G, name=name, history=[blend_entry(generator_a, generator_b, t)]),)
 
 
 class NADARenderTransition:

@@ -191,15 +191,16 @@ def clip_loader(wf, pos, both=True, title=None):
     return wf.add("NADALoadCLIP", pos, widgets=widgets, models=models, title=title)
 
 
-MODELS_NOTE = f"""**Model files** (put them in place, then press *R* to refresh the lists):
+MODELS_NOTE = f"""**Model files**: with internet access nothing to do: *Load StyleGAN* downloads `{SOURCE}` into
+`ComfyUI/models/stylegan/` on the first run (it is in the pack's catalogue) and *Load CLIP* the CLIP weights into
+`ComfyUI/models/open_clip/`. Offline, put them in place, then press *R* to refresh the lists:
 
 - `ComfyUI/models/stylegan/{SOURCE}`: NVIDIA's StyleGAN2 FFHQ 1024 px generator in the PyTorch format (published
   with the *stylegan3* release, NVIDIA NGC catalog:
-  `https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/{SOURCE}`). Any other StyleGAN2
-  generator works too: `ffhq.pkl` of *stylegan2-ada-pytorch*, a rosinality / StyleGAN-NADA `.pt`
-  (e.g. `stylegan2-ffhq-config-f.pt`), or a `.safetensors` saved by this pack. Pickles are read without running
-  any code from them. (Only the old TensorFlow pickles, e.g. `stylegan2-ffhq-config-f.pkl`, need converting first
-  with NVIDIA's `legacy.py`.)
+  `https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/{SOURCE}`; NVIDIA Source Code
+  License-NC, non-commercial). Any other StyleGAN2 generator works too: `ffhq.pkl` of *stylegan2-ada-pytorch*, a
+  rosinality / StyleGAN-NADA `.pt` (e.g. `stylegan2-ffhq-config-f.pt`), the TensorFlow pickles of the original
+  StyleGAN2 release, or a `.safetensors` saved by this pack. Pickles are read without running any code from them.
 - `ComfyUI/models/open_clip/`: OpenAI's CLIP weights as safetensors, `{CLIP_FILES['ViT-B-32'][0]}` and
   `{CLIP_FILES['ViT-B-16'][0]}` (ComfyUI offers to download them when the workflow opens: they are open_clip's
   `open_clip_model.safetensors` from Hugging Face, `timm/vit_base_patch32_clip_224.openai` and

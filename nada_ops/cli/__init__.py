@@ -19,6 +19,8 @@ COMMANDS = {
     "interpolate-models": ("interpolate", "blend two generators in weight space: (1 - t) A + t B -> .safetensors"),
     "render-transition": ("render", "render domain-transition videos (generators A -> B -> ...), resumable; "
                                     "or a job file"),
+    "models": ("models", "list the models the pack can download by name, and which are here"),
+    "download": ("download", "download catalogue models by name (e.g. ffhq, afhqdog, ViT-B-32) into the models folder"),
 }
 
 
@@ -38,14 +40,25 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"unknown command {name!r}; try --help", file=sys.stderr)
         return 2
+    from ..catalogue import DownloadError
     from ..stylegan.formats import CheckpointError
+    from .common import UsageError, say
     try:
         module = importlib.import_module(f".{COMMANDS[name][0]}", __name__)
         return module.run(rest) or 0
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        # bad model files, missing CLIP weights, invalid settings: a clear message, no traceback
-        print(f"error: {e}", file=sys.stderr)
+    except UsageError as e:
+        say(f"error: {e}")
+        return 2
+    except (CheckpointError, FileNotFoundError, ValueError, DownloadError) as e:
+        # bad model files, missing models or CLIP weights, failed downloads, invalid settings:
+        # a clear message, no traceback
+        say(f"error: {e}")
         return 1
+    except SystemExit as e:
+        if isinstance(e.code, str):              # raise SystemExit("message") in a command
+            say(e.code if e.code.startswith("error:") else f"error: {e.code}")
+            return 2
+        raise
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        say("interrupted")
         return 130

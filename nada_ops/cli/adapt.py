@@ -8,6 +8,7 @@ import signal
 import sys
 
 from ..limits import arg
+from .common import UsageError
 
 
 def _parse_clip(specs: list[str]) -> list[tuple[str, float]]:
@@ -17,7 +18,7 @@ def _parse_clip(specs: list[str]) -> list[tuple[str, float]]:
         try:
             weight = float(w) if w else 1.0
         except ValueError:
-            raise SystemExit(f"--clip {s!r}: expected NAME or NAME:WEIGHT, e.g. ViT-B-32:1.0") from None
+            raise UsageError(f"--clip {s!r}: expected NAME or NAME:WEIGHT, e.g. ViT-B-32:1.0") from None
         out.append((name, weight))
     return out
 
@@ -25,7 +26,10 @@ def _parse_clip(specs: list[str]) -> list[tuple[str, float]]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nada_ops adapt",
                                 description="Adapt a StyleGAN2 generator to a new domain with CLIP guidance.")
-    p.add_argument("--generator", required=True, help="source generator (.pkl / .pt / .safetensors)")
+    p.add_argument("--generator", required=True,
+                   help="source generator: a .pkl / .pt / .safetensors file, or a catalogue name (e.g. ffhq, afhqdog; "
+                        "`python -m nada_ops models` lists them), downloaded once into $NADA_MODELS_DIR/stylegan "
+                        "(default ./models/stylegan)")
     p.add_argument("--source", default="photo", help="source domain text")
     p.add_argument("--target", default=None, help="target domain text")
     p.add_argument("--target-images", default=None,
@@ -34,12 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="generated source images (few-shot)")
     p.add_argument("--templates", choices=["nada", "imagenet", "single"], default="nada")
     p.add_argument("--clip", action="append", default=None,
-                   help="CLIP model NAME[:WEIGHT], repeatable (default: ViT-B-32:1 ViT-B-16:1)")
+                   help="CLIP model NAME[:WEIGHT], repeatable (default: ViT-B-32:1 ViT-B-16:1, the paper's; their "
+                        "OpenAI weights are taken from the catalogue: downloaded once into the first --clip-dir)")
     p.add_argument("--clip-weights", action="append", default=[],
                    help="NAME=FILE weights for a CLIP model (OpenAI .pt or open_clip .safetensors/.bin), "
                         "or NAME=random for benchmarks")
     p.add_argument("--clip-dir", action="append", default=[],
-                   help="folder to search for CLIP weights (like ComfyUI's models/open_clip)")
+                   help="folder to search for CLIP weights (like ComfyUI's models/open_clip; default "
+                        "$NADA_MODELS_DIR/open_clip, i.e. ./models/open_clip)")
     p.add_argument("--iterations", type=arg("iterations"), default=300)
     p.add_argument("--batch", type=arg("train_batch"), default=2)
     p.add_argument("--lr", type=arg("lr"), default=0.002)
@@ -64,47 +70,95 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Above this estimated training time on a CPU, say so (with what to change) before starting.
+LONG_CPU_RUN_S = 15 * 60
+
+
 def run(argv) -> int:
     a = build_parser().parse_args(argv)
 
+    from ..catalogue import (catalogue, clip_entry, clip_weights_for, default_folder, local_path, missing,
+                             offline_reason, unavailable_message, ModelUnavailableError)
     from ..clip.direction import image_direction, text_direction
     from ..clip.ensemble import ClipEnsemble
     from ..clip.models import load_clip
-    from .common import ProgressPrinter, device_from_arg
+    from ..clip.templates import expand_templates
     from ..stylegan.io import load_generator, save_generator
     from ..stylegan.sampling import sample_latents, save_image_grid, synthesize
     from ..nada.guidance import guidance_from
     from ..nada.schedule import FreezeSchedule, group_indices
     from ..nada.trainer import AdaptSettings, adapt
+    from .common import (ByteProgress, ProgressPrinter, Stage, device_from_arg, format_duration, generator_path,
+                         note_interrupted_download, say)
 
     if (a.target is None) == (a.target_images is None):
-        raise SystemExit("give exactly one of --target TEXT or --target-images FOLDER/GLOB")
+        raise UsageError("give exactly one of --target TEXT or --target-images FOLDER/GLOB")
+    if a.save_every < 0:
+        raise UsageError("--save-every must be >= 0")
     dev = device_from_arg(a.device)
-    handle = load_generator(a.generator, device=dev)
-    cfg = handle.cfg
+    clip_dirs = a.clip_dir or [str(default_folder("clip"))]
 
+    # What is needed from the catalogue and not here yet? Offline, say all of it at once.
     weights = {}
     for s in a.clip_weights:
         name, _, path = s.partition("=")
         if not path:
-            raise SystemExit(f"--clip-weights {s!r}: expected NAME=FILE")
+            raise UsageError(f"--clip-weights {s!r}: expected NAME=FILE")
         weights[name] = path
-    clip_specs = _parse_clip(a.clip or ["ViT-B-32:1.0", "ViT-B-16:1.0"])
-    ens = ClipEnsemble([({"name": n, "pretrained": weights.get(n)}, w) for n, w in clip_specs],
-                       load_fn=load_clip, device=dev, search_dirs=a.clip_dir or None)
+    clip_list = [(n, w) for n, w in _parse_clip(a.clip or ["ViT-B-32:1.0", "ViT-B-16:1.0"]) if w != 0]
+    if not clip_list:
+        raise UsageError("--clip: give at least one CLIP model with a non-zero weight")
+    if offline_reason():
+        need = []
+        g_entry = None if os.path.isfile(a.generator) else catalogue().find(a.generator, "stylegan")
+        if g_entry is not None:
+            need += missing([g_entry], {"stylegan": default_folder("stylegan")})
+        for name, _ in clip_list:
+            e = clip_entry(name)
+            if name not in weights and e is not None and not any(local_path(e, d).is_file() for d in clip_dirs):
+                from ..clip.models import find_local_weights
+                if find_local_weights(name, clip_dirs) is None:
+                    need += missing([e], {"clip": clip_dirs[0]})
+        if need:
+            raise ModelUnavailableError(unavailable_message(need))
+
+    gen_file = generator_path(a.generator)
+    with Stage(f"loading generator {gen_file}") as st:
+        handle = load_generator(gen_file, device=dev)
+        cfg = handle.cfg
+        st.note(f"{cfg.img_resolution}x{cfg.img_resolution}, "
+                f"{sum(p.numel() for p in handle.G.parameters()) / 1e6:.1f}M parameters, on {dev};")
+
+    models = []
+    for name, w in clip_list:
+        if name in weights:
+            arch, path = name, weights[name]
+        else:
+            e = clip_entry(name)
+            progress = ByteProgress(f"download CLIP {name}") if e is not None else None
+            with note_interrupted_download():
+                arch, path = clip_weights_for(name, clip_dirs, progress=progress, log=say)
+        where = path or f"a file for {name} in {', '.join(clip_dirs)} (or open_clip's download)"
+        with Stage(f"loading CLIP {name} ({where})"):
+            models.append((load_clip(arch, path, device=dev, search_dirs=clip_dirs), w))
+    ens = ClipEnsemble(models)
 
     if a.target is not None:
-        direction = text_direction(ens, a.source, a.target, a.templates)
+        n_prompts = len(expand_templates("x", a.templates))
+        with Stage(f"encoding 2 x {n_prompts} prompt(s) ('{a.source}' -> '{a.target}') with "
+                   f"{len(ens)} CLIP model(s)"):
+            direction = text_direction(ens, a.source, a.target, a.templates)
     else:
         from ..io.images import read_images
         files = _image_files(a.target_images)
         # decoded (bounded, reduced while decoding) only as large as the largest CLIP input
         side = max(max(m.input_size) if isinstance(m.input_size, (tuple, list)) else int(m.input_size)
                    for m in ens.models)
-        imgs = read_images(files, max_side=side)
-        lat = sample_latents(handle.G, range(a.num_source_samples), 1.0)
-        src = synthesize(handle.G, lat.ws, "const", 8)
-        direction = image_direction(ens, imgs, src, source_layout="generator")
+        with Stage(f"encoding {len(files)} target image(s) and {a.num_source_samples} generated source image(s)"):
+            imgs = read_images(files, max_side=side)
+            lat = sample_latents(handle.G, range(a.num_source_samples), 1.0)
+            src = synthesize(handle.G, lat.ws, "const", 8)
+            direction = image_direction(ens, imgs, src, source_layout="generator")
 
     if a.schedule == "manual":
         parts = [s.strip() for s in a.layers.split(",") if s.strip()]
@@ -120,17 +174,31 @@ def run(argv) -> int:
                              preview_every=a.preview_every, lambda_global=a.lambda_global)
     guidance = guidance_from(ens, direction)
 
+    if dev.type == "cpu":
+        _estimate_cpu_time(handle.G, ens, settings, schedule, say, format_duration)
+
     sample_dir = a.sample_dir or os.path.splitext(a.out)[0] + "_samples"
     bar = ProgressPrinter("adapt")
     stop = {"flag": False}
+    timing = {"t_start": None, "told": False}
 
     def on_sigint(signum, frame):
         if stop["flag"]:
             raise KeyboardInterrupt
         stop["flag"] = True
-        sys.stderr.write("\nstopping after this iteration (Ctrl-C again to abort without saving)\n")
+        say("stopping after this iteration (Ctrl-C again to abort without saving)")
 
     def progress(info):
+        import time
+        now = time.time()
+        if info.step == 1:
+            timing["t_start"] = now            # the first iteration includes warm-up: measure from here
+        elif not timing["told"] and timing["t_start"] is not None and \
+                (info.step >= 3 or now - timing["t_start"] > 30) and info.step < info.total:
+            per = (now - timing["t_start"]) / (info.step - 1)
+            timing["told"] = True
+            say(f"measured {format_duration(per)} per iteration: about {format_duration(per * (info.total - info.step))}"
+                f" for the remaining {info.total - info.step} iterations")
         bar(info.step, info.total, f"loss {info.loss:.4f}")
         if info.preview is not None:
             os.makedirs(sample_dir, exist_ok=True)
@@ -147,8 +215,8 @@ def run(argv) -> int:
         save_generator(handle.derive(G_train, name=f"{os.path.basename(out_stem)}-step{step}", history_entry=entry),
                        f"{out_stem}.step{step:06d}.safetensors")
 
-    if a.save_every < 0:
-        raise SystemExit("--save-every must be >= 0")
+    say(f"training {settings.iterations} iteration(s), batch {settings.batch_size}, {schedule.mode} layers, "
+        f"on {dev} (Ctrl-C stops and saves what was trained)")
     old = signal.signal(signal.SIGINT, on_sigint)
     try:
         result = adapt(handle.G, guidance, settings, schedule, progress=progress, snapshot_every=a.save_every,
@@ -161,17 +229,35 @@ def run(argv) -> int:
     out = a.out
     if result.stop_exception is not None:
         if result.steps_done == 0:
-            print(f"error: {result.stop_exception}", file=sys.stderr)
+            say(f"error: {result.stop_exception}")
             return 1
         out = os.path.splitext(a.out)[0] + f".partial-step{result.steps_done}.safetensors"
     save_generator(out_handle, out)
     if result.stop_exception is not None:
         why = "interrupted" if result.interrupted else f"stopped: {result.stop_exception}"
-        print(f"{why}; the {result.steps_done} iterations trained so far were saved to {out}", file=sys.stderr)
+        say(f"{why}; the {result.steps_done} iterations trained so far were saved to {out}")
         return 130 if result.interrupted else 1
-    print(f"wrote {out} ({result.steps_done} iterations, {result.seconds:.1f}s, final loss {result.losses[-1]:.4f}); "
-          f"samples in {sample_dir}" if settings.preview_every else f"wrote {out}")
+    say(f"wrote {out} ({result.steps_done} iterations, {result.seconds:.1f}s, final loss {result.losses[-1]:.4f})"
+        + (f"; samples in {sample_dir}" if settings.preview_every else ""), sys.stdout)
     return 0
+
+
+def _estimate_cpu_time(G, ens, settings, schedule, say, format_duration) -> None:
+    """Before a CPU run: time one forward of the generator and of each CLIP model and say how
+    long the run will take (with what to change when that is long)."""
+    from ..timing import adapt_iteration_seconds, clip_forward_seconds, generator_forward_seconds
+    t_g = generator_forward_seconds(G)
+    t_c = [clip_forward_seconds(m) for m in ens.models]
+    codes = schedule.n_w if schedule.mode == "adaptive" else 0
+    per = adapt_iteration_seconds(t_g, t_c, settings.batch_size, codes)
+    total = per * settings.iterations
+    say(f"estimate on this CPU: about {format_duration(per)} per iteration, {format_duration(total)} for "
+        f"{settings.iterations} iterations (rough; measured after the first iterations)")
+    if total > LONG_CPU_RUN_S:
+        say(f"note: that is a long run on a CPU. A GPU does an iteration at {G.cfg.img_resolution} px in a "
+            "fraction of a second (--device cuda where there is one); or use fewer --iterations, "
+            "--schedule all instead of adaptive, one CLIP model (--clip ViT-B-32), or a smaller generator "
+            "(e.g. --generator ffhq-256).")
 
 
 def _image_files(spec: str) -> list[str]:
@@ -192,7 +278,7 @@ def _image_files(spec: str) -> list[str]:
                 if len(files) > MAX_IMAGE_FILES:
                     break
     if not files:
-        raise SystemExit(f"--target-images {spec!r}: no images found ({', '.join(IMAGE_SUFFIXES)})")
+        raise UsageError(f"--target-images {spec!r}: no images found ({', '.join(IMAGE_SUFFIXES)})")
     if len(files) > MAX_IMAGE_FILES:
-        raise SystemExit(f"--target-images {spec!r}: more than {MAX_IMAGE_FILES} images; use a smaller set")
+        raise UsageError(f"--target-images {spec!r}: more than {MAX_IMAGE_FILES} images; use a smaller set")
     return sorted(files)

@@ -17,14 +17,15 @@ def run(argv) -> int:
     from ..interpolate import blend_generators
     from ..stylegan.config import ArchitectureError
     from ..stylegan.io import load_generator, save_generator
-    ha, hb = load_generator(a.a), load_generator(a.b)
+    from .common import generator_path
+    ha, hb = load_generator(generator_path(a.a)), load_generator(generator_path(a.b))
     try:
         G = blend_generators(ha.G, hb.G, a.t, names=(f"A ({ha.name})", f"B ({hb.name})"))
     except (ArchitectureError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    h = ha.derive(G, name=f"{ha.name}-{hb.name}-t{a.t:.2f}",
-                  history_entry={"op": "interpolate", "t": a.t, "a": ha.name, "b": hb.name})
+    from ..provenance import blend_entry
+    h = ha.derive(G, name=f"{ha.name}-{hb.name}-t{a.t:.2f}", history=[blend_entry(ha, hb, a.t)])
     save_generator(h, a.out)
     print(f"wrote {a.out} (t = {a.t})")
     return 0

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from ..limits import arg
-from .common import ProgressPrinter, device_from_arg
+from .common import ProgressPrinter, device_from_arg, generator_path
 
 
 def _load_images(paths, resolution: int):
@@ -22,7 +22,8 @@ def _load_images(paths, resolution: int):
 
 def run(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m nada_ops invert")
-    p.add_argument("--generator", required=True)
+    p.add_argument("--generator", required=True, help="generator file, or a catalogue name (e.g. ffhq; "
+                                                           "downloaded once into $NADA_MODELS_DIR/stylegan)")
     p.add_argument("--image", nargs="+", required=True, help="photo(s); non-square ones are center-cropped")
     p.add_argument("--out", required=True, help="latents file to write (.pt)")
     p.add_argument("--recon", default=None, help="PNG of target | reconstruction pairs (default: next to --out)")
@@ -32,7 +33,9 @@ def run(argv) -> int:
     p.add_argument("--optimize-noise", action="store_true")
     p.add_argument("--noise-regularize", type=arg("noise_regularize"), default=1e5)
     p.add_argument("--clip", default=None, help="CLIP architecture for the perceptual loss, e.g. ViT-B-32")
-    p.add_argument("--clip-weights", default=None, help="local CLIP weights file or folder (no download)")
+    p.add_argument("--clip-weights", default=None,
+                   help="local CLIP weights file or folder (default: the catalogue's weights for --clip, downloaded "
+                        "once into $NADA_MODELS_DIR/open_clip, or a local file there)")
     p.add_argument("--perceptual-weight", type=arg("perceptual_weight"), default=1.0)
     p.add_argument("--seed", type=arg("seed"), default=0)
     p.add_argument("--device", default="auto")
@@ -52,7 +55,7 @@ def run(argv) -> int:
     from ..inversion import InversionSettings, invert, prepare_target
     from ..stylegan.io import load_generator
     dev = device_from_arg(a.device)
-    h = load_generator(a.generator, device=dev)
+    h = load_generator(generator_path(a.generator), device=dev)
     res = h.cfg.img_resolution
     if a.align:
         target = _aligned(a, res)
@@ -62,11 +65,21 @@ def run(argv) -> int:
         return _encode(a, h, target, dev)
     clip = None
     if a.clip:
+        from ..catalogue import clip_entry, clip_weights_for, default_folder
         from ..clip import load_clip
-        clip = load_clip(a.clip, a.clip_weights, device=dev)
+        from .common import ByteProgress, Stage, say
+        arch, weights = a.clip, a.clip_weights
+        if weights is None:   # the catalogue's OpenAI weights (downloaded once), or a local file
+            arch, weights = clip_weights_for(a.clip, [str(default_folder("clip"))],
+                                             progress=ByteProgress(f"download CLIP {a.clip}") if clip_entry(a.clip)
+                                             else None, log=say)
+        with Stage(f"loading CLIP {a.clip}"):
+            clip = load_clip(arch, weights, device=dev, search_dirs=[str(default_folder("clip"))])
     s = InversionSettings(steps=a.steps, mode=a.mode, lr=a.lr, optimize_noise=a.optimize_noise,
                           noise_regularize=a.noise_regularize,
                           perceptual_weight=a.perceptual_weight if clip is not None else 0.0, seed=a.seed)
+    if dev.type == "cpu":
+        _estimate_cpu_time(h.G, clip, s, len(a.image))
     bar = ProgressPrinter("invert")
     r = invert(h.G, target, s, perceptual=clip, progress=lambda d, t, _p: bar(d, t))
     return _finish(a, h, r)
@@ -156,3 +169,22 @@ def _encode(a, h, target, dev) -> int:
     res = InversionResult(latents=WLatents(ws=ws, is_wplus=r.is_wplus, info=info), images=images,
                           target=target, noises=None, mse_start=mse.cpu(), mse_final=mse.cpu(), steps_done=0)
     return _finish(a, h, res)
+
+
+#: Above this estimated time on a CPU, say so (with what to change) before starting.
+LONG_CPU_RUN_S = 15 * 60
+
+
+def _estimate_cpu_time(G, clip, settings, n_images: int) -> None:
+    from ..timing import clip_forward_seconds, generator_forward_seconds, invert_step_seconds
+    from .common import format_duration, say
+    t_g = generator_forward_seconds(G)
+    t_c = clip_forward_seconds(clip) if clip is not None else 0.0
+    per = invert_step_seconds(t_g, n_images, t_c)
+    total = per * settings.steps
+    say(f"estimate on this CPU: about {format_duration(per)} per step, {format_duration(total)} for "
+        f"{settings.steps} steps and {n_images} image(s) (rough)")
+    if total > LONG_CPU_RUN_S:
+        say("note: that is a long run on a CPU; a GPU (--device cuda) takes a fraction of that. Or use fewer "
+            "--steps (100-200 give a usable W latent), or fewer images at once. Ctrl-C stops and keeps the best "
+            "latents so far.")

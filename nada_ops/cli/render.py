@@ -69,6 +69,8 @@ def run(argv) -> int:
             jobs = [job_from_dict(d, None, "command line")]
         except ValueError as e:
             p.error(str(e))
+        from .common import generator_path        # checked values first, then catalogue names -> files
+        jobs[0].generators = [generator_path(g) for g in jobs[0].generators]
         single = True
     try:
         reports = run_jobs(jobs, a.out, dev, a.overwrite, progress_factory=ProgressPrinter,

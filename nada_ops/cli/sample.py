@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 
 from ..limits import arg
-from .common import ProgressPrinter, device_from_arg
+from .common import ProgressPrinter, device_from_arg, generator_path
 
 
 def run(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m nada_ops sample")
-    p.add_argument("--generator", required=True)
+    p.add_argument("--generator", required=True, help="generator file, or a catalogue name (e.g. ffhq; "
+                                                           "downloaded once into $NADA_MODELS_DIR/stylegan)")
     p.add_argument("--seeds", default="0-15", help="e.g. 0-15 or 1,5,9")
     p.add_argument("--psi", type=arg("psi"), default=0.7, help="truncation psi (1 = none)")
     p.add_argument("--cutoff", type=arg("cutoff"), default=None, help="truncate only the first N W+ entries")
@@ -30,7 +31,8 @@ def run(argv) -> int:
     from ..stylegan.io import load_generator
     from ..stylegan.sampling import sample_latents, save_image_grid, synthesize
     seeds = parse_seeds(a.seeds)
-    h = load_generator(a.generator, device=device_from_arg(a.device))
+    dev = device_from_arg(a.device)
+    h = load_generator(generator_path(a.generator), device=dev)
 
     def render(chunk, progress=None):
         lat = sample_latents(h.G, chunk, a.psi, a.cutoff, a.class_idx,

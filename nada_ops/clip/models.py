@@ -442,6 +442,12 @@ def _resolve_weights(name: str, pretrained: Optional[str], search_dirs, cache_di
             raise ClipWeightsNotFoundError(f"CLIP weights file not found: {tag}")
         raise ValueError(f"Unknown pretrained tag '{tag}' for CLIP '{name}'. open_clip knows: "
                          f"{list_pretrained_tags_by_model(name)}; or pass a weights file path.")
+    from ..catalogue.download import offline_reason
+    why = offline_reason()
+    if why:   # fail at once, before open_clip / huggingface_hub try the network
+        raise ClipWeightsNotFoundError(
+            f"No local weights for CLIP '{name}' / '{tag}' and downloads are off ({why}). "
+            + _where_to_put(name, tag, search_dirs))
     import open_clip.pretrained as ocp
     try:
         target = ocp.download_pretrained(cfg, cache_dir=cache_dir)

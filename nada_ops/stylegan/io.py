@@ -54,14 +54,45 @@ def detect_format(path) -> str:
 def read_checkpoint(path) -> ReadResult:
     """Read a checkpoint of any supported format into a :class:`ReadResult`."""
     kind = detect_format(path)
-    if kind == "safetensors":
-        from .formats.safetensors_io import read_safetensors_generator
-        return read_safetensors_generator(path)
-    if kind in ("torch-zip", "torch-legacy"):
-        from .formats.rosinality_pt import read_rosinality
-        return read_rosinality(path)
+    try:
+        if kind == "safetensors":
+            from .formats.safetensors_io import read_safetensors_generator
+            return read_safetensors_generator(path)
+        if kind in ("torch-zip", "torch-legacy"):
+            from .formats.rosinality_pt import read_rosinality
+            return read_rosinality(path)
+    except CheckpointError:
+        what = clip_model_kind(path)
+        if what is None:
+            raise
+        raise CheckpointError(path, f"this is {what}, not a StyleGAN generator. CLIP models belong in "
+                                    "models/open_clip: in ComfyUI choose it in Load CLIP; on the command line "
+                                    "pass it with --clip-weights NAME=FILE (or its folder with --clip-dir)") from None
     from .formats.nvidia_pkl import read_nvidia_pickle
-    return read_nvidia_pickle(path)
+    try:
+        return read_nvidia_pickle(path)
+    except CheckpointError as e:
+        if "TensorFlow-era StyleGAN pickle" not in e.problem:
+            raise
+    from .formats.nvidia_tf_pkl import read_nvidia_tf_pickle   # the original StyleGAN2 release's pickles
+    return read_nvidia_tf_pickle(path)
+
+
+def clip_model_kind(path) -> str | None:
+    """What kind of CLIP model ``path`` holds ('an OpenAI CLIP model (TorchScript archive)', ...),
+    or None when it is not one. Read with the bounded readers; any reading problem -> None."""
+    try:
+        from ..clip.torchscript import is_torchscript_archive
+        if is_torchscript_archive(path):
+            return "an OpenAI CLIP model (a TorchScript archive such as ViT-B-32.pt)"
+        from ..clip.models import read_state_dict_file
+        keys = list(read_state_dict_file(path))
+    except Exception:                     # noqa: BLE001 - not readable as CLIP weights either
+        return None
+    has_image = any(k.startswith(("visual.", "vision_model.")) for k in keys)
+    has_text = any(k.startswith(("text.", "text_model.", "token_embedding", "transformer.resblocks"))
+                   or k in ("text_projection", "positional_embedding") for k in keys)
+    return "a CLIP model (open_clip / OpenAI weights)" if has_image and has_text else None
 
 
 @dataclass(frozen=True)
@@ -87,9 +118,14 @@ class GeneratorHandle:
         with torch.inference_mode(False):
             return copy_generator(self.G, device).requires_grad_(requires_grad)
 
-    def derive(self, G: Generator, name: str | None = None, history_entry: dict | None = None) -> "GeneratorHandle":
-        """A new handle for ``G`` (e.g. adapted/interpolated), recording what was done."""
+    def derive(self, G: Generator, name: str | None = None, history_entry: dict | None = None,
+               history: list | None = None) -> "GeneratorHandle":
+        """A new handle for ``G`` (e.g. adapted/interpolated), recording what was done:
+        ``history_entry`` is appended to this handle's history; ``history`` replaces it (a blend
+        records both sides' histories inside its own entry, :func:`nada_ops.provenance.blend_entry`)."""
         prov = copy.deepcopy(self.provenance)
+        if history is not None:
+            prov["history"] = copy.deepcopy(list(history))
         if history_entry is not None:
             prov.setdefault("history", []).append(history_entry)
         return replace(self, G=G, name=name or self.name, provenance=prov)
@@ -109,8 +145,11 @@ class GeneratorHandle:
         wa = self.provenance.get("w_avg")
         if wa:
             lines.append(f"w_avg: {wa}")
-        for h in self.provenance.get("history", []):
-            lines.append(f"history: {h.get('op', '?')}: " + ", ".join(f"{k}={v}" for k, v in h.items() if k != 'op'))
+        hist = self.provenance.get("history", [])
+        if hist:
+            from ..provenance import format_history
+            lines.append("history:")
+            lines += format_history(hist)
         return "\n".join(lines)
 
 

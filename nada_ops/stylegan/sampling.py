@@ -89,11 +89,32 @@ def from_comfy_image(image: torch.Tensor) -> torch.Tensor:
     return x * 2 - 1
 
 
+def grid_shape(n: int, cols: int | None = None) -> tuple[int, int]:
+    """(cols, rows) for ``n`` images: ``cols`` if given; else the layout with the fewest empty
+    cells among those between square and 4:1 wide, the one closest to 4:3 first (8 -> 4x2,
+    not 3x3 with a black cell; 12 -> 4x3; 7 -> 4x2 with one empty cell)."""
+    if n <= 0:
+        return max(cols or 1, 1), 0
+    if cols:
+        return cols, math.ceil(n / cols)
+    best = None
+    for c in range(1, n + 1):
+        r = math.ceil(n / c)
+        if not 1 <= c / r <= 4 and not (n <= 2 and c == n):
+            continue
+        key = (r * c - n, abs(math.log((c / r) / (4 / 3))))
+        if best is None or key < best[0]:
+            best = (key, c, r)
+    if best is None:                                   # (cannot happen: c = ceil(sqrt(n)) qualifies)
+        c = math.ceil(math.sqrt(n))
+        return c, math.ceil(n / c)
+    return best[1], best[2]
+
+
 def make_grid(img: torch.Tensor, cols: int | None = None) -> torch.Tensor:
-    """[N, C, H, W] -> one [C, rows*H, cols*W] grid."""
+    """[N, C, H, W] -> one [C, rows*H, cols*W] grid (layout: :func:`grid_shape`)."""
     n, c, h, w = img.shape
-    cols = cols or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / cols)
+    cols, rows = grid_shape(n, cols)
     grid = img.new_zeros([c, rows * h, cols * w]) - 1
     for i in range(n):
         r, k = divmod(i, cols)
