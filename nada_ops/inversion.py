@@ -353,7 +353,7 @@ def _invert(G, images, s: InversionSettings, feat: FeatureDistance | None, init_
 
     noises = None
     params = [w_opt]
-    if s.optimize_noise:
+    if s.optimize_noise and G.synthesis.noise_layers():     # (StyleGAN3 has no noise inputs)
         noises = []
         for layer in G.synthesis.noise_layers():
             r = layer.resolution

@@ -24,7 +24,7 @@ def _parse_clip(specs: list[str]) -> list[tuple[str, float]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nada_ops adapt",
-                                description="Adapt a StyleGAN2 generator to a new domain with CLIP guidance.")
+                                description="Adapt a StyleGAN2 or StyleGAN3 generator to a new domain with CLIP guidance.")
     p.add_argument("--generator", required=True, help="source generator (.pkl / .pt / .safetensors)")
     p.add_argument("--source", default="photo", help="source domain text")
     p.add_argument("--target", default=None, help="target domain text")

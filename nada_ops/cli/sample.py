@@ -35,10 +35,7 @@ def run(argv) -> int:
     translate = _translate(a.translate)
     h = load_generator(a.generator, device=device_from_arg(a.device))
     from ..stylegan.sampling import input_transform_for
-    try:
-        transform = input_transform_for(h.G, translate, a.rotate)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    transform = input_transform_for(h.G, translate, a.rotate)     # ValueError for StyleGAN2: a message
 
     def render(chunk, progress=None):
         lat = sample_latents(h.G, chunk, a.psi, a.cutoff, a.class_idx,

@@ -102,9 +102,12 @@ def group_indices(cfg: StyleGAN2Config, groups) -> list[int]:
 
     The resolution of an index is :func:`~nada_ops.stylegan.config.ws_index_resolution`
     (StyleGAN3: twice the layer's cutoff, which grows geometrically): each group takes the
-    indices nearest its octaves (boundaries at sqrt(8 * 16) and sqrt(32 * 64) px)."""
+    indices nearest its octaves (boundaries at sqrt(8 * 16) and sqrt(32 * 64) px, a value on a
+    boundary counts as the finer group)."""
     res_of_index = ws_index_resolution(cfg)
-    lo, hi = (8 * 16) ** 0.5, (32 * 64) ** 0.5
+    # StyleGAN3's cutoffs can fall exactly on a boundary: ties go to the finer group, whatever
+    # the float rounding.
+    lo, hi = (8 * 16) ** 0.5 * (1 - 1e-9), (32 * 64) ** 0.5 * (1 - 1e-9)
     out = []
     for g in groups:
         if g == "coarse":

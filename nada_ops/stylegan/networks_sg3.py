@@ -46,6 +46,19 @@ def kaiser_attenuation(numtaps: int, width_rel_nyquist: float) -> float:
     return 2.285 * (numtaps - 1) * math.pi * width_rel_nyquist + 7.95
 
 
+def bessel_j1(x) -> np.ndarray:
+    """J1(x) in float64 from Bessel's integral J1(x) = 1/pi int_0^pi cos(t - x sin t) dt, by the
+    trapezoidal rule, which converges exponentially for this periodic integrand: with
+    64 + 2|x| intervals the error is at the level of float64 rounding (torch.special.bessel_j1
+    is only good to about 5e-7)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = int(64 + 2 * np.abs(x).max(initial=0.0))
+    t = np.linspace(0.0, np.pi, n + 1)
+    w = np.full(n + 1, 1.0 / n)
+    w[0] = w[-1] = 0.5 / n
+    return np.cos(t - x[..., None] * np.sin(t)) @ w
+
+
 def lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, radial: bool = False) -> torch.Tensor | None:
     """The low-pass filter of a StyleGAN3 layer (float32), or None for a single tap (identity).
 
@@ -69,7 +82,7 @@ def lowpass_filter(numtaps: int, cutoff: float, width: float, fs: float, radial:
         return torch.tensor(h, dtype=torch.float32, device="cpu")   # (also under a meta-device context)
     x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
     r = np.hypot(*np.meshgrid(x, x))
-    j1 = torch.special.bessel_j1(torch.tensor(2 * math.pi * cutoff * r, dtype=torch.float64, device="cpu")).numpy()
+    j1 = bessel_j1(2 * math.pi * cutoff * r)
     with np.errstate(divide="ignore", invalid="ignore"):
         f = np.where(r > 0, j1 / (math.pi * np.where(r > 0, r, 1)), cutoff)   # limit at r = 0: fc
     f = f * np.outer(window, window)

@@ -332,7 +332,8 @@ def write_malformed_stylegan3_pickle(path, marker_path, w_dim: int = 16):
 def stylegan3_generator_record(G, module_src: str, *, fp32: bool = False, override: dict | None = None,
                                drop=(), layer_attrs: dict | None = None, extra_kwargs: dict | None = None,
                                filters: dict | None = None) -> Persistent:
-    """NVIDIA-structured persistent record of OUR StyleGAN3 generator ``G`` (as
+    """NVIDIA-structured persistent record of OUR StyleGAN3 generator ``G`` (anything with ``cfg``
+    and ``state_dict()``; as
     ``training/networks_stylegan3.py`` objects pickle: init kwargs as ``train.py`` passes them,
     every layer's design attributes -- numpy arrays for sizes, numpy floats for rates and cutoffs --,
     the designed filters as buffers, ``None`` buffers for identity filters).
@@ -374,7 +375,7 @@ def stylegan3_generator_record(G, module_src: str, *, fp32: bool = False, overri
         init_kwargs=dict(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, num_ws=cfg.num_ws,
                          num_layers=cfg.num_mapping_layers), **mattrs))
 
-    syn = G.synthesis
+    from nada_ops.stylegan.networks_sg3 import layer_filters
     spec = cfg.input_spec()
     size2 = np.broadcast_to(np.asarray(spec["size"]), [2])
     inp = Persistent("SynthesisInput", module_src, module_state(
@@ -388,9 +389,9 @@ def stylegan3_generator_record(G, module_src: str, *, fp32: bool = False, overri
     magnitude_ema_beta = 0.5 ** (32 / (20 * 1e3))
     for l in cfg.layers():
         pre = f"synthesis.{l.name}"
-        mod = getattr(syn, l.name)
-        fu = (filters or {}).get(f"{l.name}.up_filter", mod.up_filter)
-        fd = (filters or {}).get(f"{l.name}.down_filter", mod.down_filter)
+        fu, fd = layer_filters(l)                       # the designed filters, as NVIDIA stores them
+        fu = (filters or {}).get(f"{l.name}.up_filter", fu)
+        fd = (filters or {}).get(f"{l.name}.down_filter", fd)
         buffers = collections.OrderedDict(P(pre, ["magnitude_ema"]))
         buffers["up_filter"] = fu
         buffers["down_filter"] = fd

@@ -451,24 +451,37 @@ _SG3_INT = {"channel_base", "channel_max", "num_layers", "num_critical", "margin
 _SG3_FLOAT = {"first_cutoff", "first_stopband", "last_stopband_rel", "output_scale"}
 
 
-def _plain(v):
-    """A recorded scalar / small array as plain Python (int, float, bool, str, None, tuple)."""
-    if isinstance(v, NumpyArray):
-        a = v.array
-        if a is None or a.size > 16 or a.dtype.kind not in "biuf":
-            return describe(v)
-        return tuple(x.item() for x in a.reshape(-1))
-    if isinstance(v, (np.bool_,)):
+def _plain_scalar(v):
+    if isinstance(v, np.bool_):
         return bool(v)
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, np.floating):
         return float(v)
-    if type(v) in (list, tuple) and len(v) <= 16:
-        return tuple(_plain(x) for x in v)
-    if v is None or type(v) in (bool, int, float, str):
+    if v is None or type(v) in (bool, int, float) or (type(v) is str and len(v) <= 200):
         return v
-    return describe(v)
+    return _NOT_PLAIN
+
+
+_NOT_PLAIN = object()
+
+
+def _plain(v):
+    """A recorded scalar, or a flat list / small array of scalars, as plain Python (int, float,
+    bool, str, None, tuple); anything else (nested or large containers from the file are never
+    walked) as a bounded description."""
+    if isinstance(v, NumpyArray):
+        a = v.array
+        if a is None or a.size > 16 or a.dtype.kind not in "biuf":
+            return describe(v)
+        return tuple(x.item() for x in a.reshape(-1))
+    if type(v) in (list, tuple):
+        if len(v) > 64:
+            return describe(v)
+        items = tuple(_plain_scalar(x) for x in v)
+        return describe(v) if any(x is _NOT_PLAIN for x in items) else items
+    x = _plain_scalar(v)
+    return describe(v) if x is _NOT_PLAIN else x
 
 
 def _same(got, want) -> bool:
@@ -517,8 +530,13 @@ def _build_config_sg3(G: PersistentRecord, records: dict, tensors: dict, path) -
     for name, field_name in _SG3_KWARGS.items():
         if field_name is None:
             continue
-        v = _attr(synthesis, name, sk.get(name)) if name in ("num_layers", "num_critical", "margin_size",
-                                                             "output_scale") else sk.get(name)
+        v = sk.get(name)
+        if name in ("num_layers", "num_critical", "margin_size", "output_scale") and name in synthesis.state:
+            rec = synthesis.state[name]
+            if name in sk and not _same(rec, v):
+                raise CheckpointError(path, f"the synthesis network records {name}={describe(_plain(rec))} but the "
+                                            f"generator's init arguments say {describe(_plain(v))}")
+            v = rec
         if name in sk or v is not None:
             fields[field_name] = _sg3_value(name, v, path)
     notes["num_fp16_res"] = _plain(_attr(synthesis, "num_fp16_res", sk.get("num_fp16_res")))
