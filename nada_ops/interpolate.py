@@ -21,12 +21,15 @@ import dataclasses
 import torch
 
 from .stylegan.config import ArchitectureError
-from .stylegan.networks import Generator
+from .stylegan.networks import Generator, build_generator
 
 
 def architecture_mismatch(A: Generator, B: Generator, name_a: str = "A", name_b: str = "B") -> str | None:
     """None when A and B can be interpolated, else a sentence naming what differs."""
     ca, cb = A.cfg, B.cfg
+    if type(ca) is not type(cb):
+        return (f"generators {name_a} and {name_b} are different kinds of networks ({name_a} is {ca.family}, "
+                f"{name_b} is {cb.family}); only generators of the same architecture can be interpolated")
     diffs = []
     for f in dataclasses.fields(ca):
         va, vb = getattr(ca, f.name), getattr(cb, f.name)
@@ -63,9 +66,9 @@ def _tensors(G: Generator) -> dict[str, torch.Tensor]:
 
 
 def _empty_like_generator(cfg, device) -> Generator:
-    """A Generator with uninitialised storage on ``device`` (no random init, no copy)."""
+    """A generator (StyleGAN2 or 3) with uninitialised storage on ``device`` (no random init, no copy)."""
     with torch.device("meta"):
-        G = Generator(cfg)
+        G = build_generator(cfg)
     G = G.to_empty(device=device)
     G.requires_grad_(False)
     return G.eval()

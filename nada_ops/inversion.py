@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .latents import WLatents
-from .stylegan.networks import Generator
+from .stylegan.networks import Generator, build_generator
 
 ProgressFn = Callable[[int, int, object], None]
 INVERSION_MODES = ("w", "w+")
@@ -282,7 +282,7 @@ def _usable_generator(G: Generator) -> Generator:
     grad would accumulate gradients)."""
     tensors = list(G.parameters()) + list(G.buffers())
     if any(t.is_inference() for t in tensors) or any(p.requires_grad for p in G.parameters()):
-        G2 = Generator(G.cfg).to(G.w_avg.device)
+        G2 = build_generator(G.cfg).to(G.w_avg.device)
         with torch.no_grad():
             src = dict(G.named_parameters())
             src.update(dict(G.named_buffers()))
@@ -353,7 +353,7 @@ def _invert(G, images, s: InversionSettings, feat: FeatureDistance | None, init_
 
     noises = None
     params = [w_opt]
-    if s.optimize_noise:
+    if s.optimize_noise and G.synthesis.noise_layers():     # (StyleGAN3 has no noise inputs)
         noises = []
         for layer in G.synthesis.noise_layers():
             r = layer.resolution

@@ -49,6 +49,8 @@ RANGES: dict[str, Range] = {
     "seed": Range(int, 0, UINT32, "seed"),
     "strength": Range(float, -1000.0, 1000.0, "edit strength"),
     "blend_t": Range(float, -10.0, 10.0, "blend position (0 = A, 1 = B)"),
+    "translate": Range(float, -4.0, 4.0, "StyleGAN3 input translation (image sizes)"),
+    "rotate": Range(float, -360.0, 360.0, "StyleGAN3 input rotation (degrees)"),
     # inversion
     "steps": Range(int, 1, 1_000_000, "optimisation steps"),
     "lr": Range(float, 1e-9, 100.0, "learning rate"),

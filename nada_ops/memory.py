@@ -20,14 +20,23 @@ _LIVE_PER_ACTIVATION_NO_GRAD = 2
 
 def generator_parameter_bytes(cfg, dtype_bytes: int = 4) -> int:
     """Bytes of a generator's parameters and persistent buffers (shapes only: nothing is built)."""
-    from .stylegan.networks import Generator
+    from .stylegan.networks import build_generator
     with torch.device("meta"):
-        G = Generator(cfg)
+        G = build_generator(cfg)
     return sum(t.numel() for t in list(G.parameters()) + list(G.buffers())) * dtype_bytes
 
 
 def synthesis_activation_values(cfg) -> int:
     """Values the synthesis network produces per image (all layers, all resolutions)."""
+    if getattr(cfg, "family", "stylegan2") == "stylegan3":
+        # per layer: the conv output, the upsampled leaky-ReLU input (kept by the reference op)
+        # and the output
+        total = cfg.input_spec()["channels"] * cfg.input_spec()["size"] ** 2
+        for l in cfg.layers():
+            conv = l.in_size + l.conv_kernel - 1
+            tmp = conv * l.up
+            total += l.out_channels * (conv * conv + 2 * tmp * tmp + l.out_size * l.out_size)
+        return total
     total = 0
     for res in cfg.block_resolutions:
         convs = 1 if res == 4 else 2

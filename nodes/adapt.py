@@ -167,7 +167,9 @@ class NADALayerFreezeSchedule:
         from ..nada_ops.nada.schedule import PRESETS
         return {"required": {
             "preset": (["custom"] + list(PRESETS), {"default": "custom",
-                       "tooltip": "Paper settings per kind of change; overrides mode and k."}),
+                       "tooltip": "Paper settings per kind of change; overrides mode and k. StyleGAN3 (16 W+ "
+                                  "entries, 14 trainable layers): " + "; ".join(
+                                      f"{name}: {p['stylegan3']}" for name, p in PRESETS.items())}),
             "mode": (["all", "adaptive", "manual"], {"default": "all",
                      "tooltip": "custom preset only. all: every conv (texture/style); adaptive: the paper's "
                                 "per-iteration top-k selection (shape changes); manual: manual_layers."}),
@@ -185,6 +187,8 @@ class NADALayerFreezeSchedule:
         from ..nada_ops.nada.schedule import PRESETS, FreezeSchedule
         if preset != "custom":
             p = PRESETS[preset]
+            if p["mode"] == "manual":
+                return (ManualSchedule(groups=tuple(p["groups"]), indices=(), preset=preset),)
             return (FreezeSchedule(mode=p["mode"], k=p.get("k"), k_fraction=p.get("k_fraction"), n_w=n_w, n_i=n_i,
                                    preset=preset).validate(),)
         if mode == "manual":
@@ -201,14 +205,15 @@ class NADALayerFreezeSchedule:
 class ManualSchedule:
     """Groups are resolved against the generator's own layer map at training time."""
 
-    def __init__(self, groups: tuple, indices: tuple):
+    def __init__(self, groups: tuple, indices: tuple, preset: str = ""):
         self.groups = groups
         self.indices = indices
+        self.preset = preset
 
     def resolve(self, cfg):
         from ..nada_ops.nada.schedule import FreezeSchedule, group_indices
         idx = sorted(set(group_indices(cfg, self.groups)) | set(self.indices))
-        return FreezeSchedule(mode="manual", indices=tuple(idx)).validate(cfg)
+        return FreezeSchedule(mode="manual", indices=tuple(idx), preset=self.preset).validate(cfg)
 
 
 class NADAAdaptGenerator:

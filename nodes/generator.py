@@ -10,18 +10,19 @@ from . import _comfy as C
 
 
 class NADALoadStyleGAN:
-    DESCRIPTION = ("Load a StyleGAN2 generator from models/stylegan: NVIDIA .pkl (stylegan2-ada-pytorch / "
-                   "stylegan3 repo), StyleGAN-NADA / rosinality .pt, or this pack's .safetensors. The format is "
-                   "detected from the file's content; pickles are read without executing any code from them. "
-                   "After the local files, the list offers the pack's catalogue of published models (NVIDIA's "
-                   "FFHQ, AFHQ, MetFaces, ..., the StyleGAN-NADA models) that are not downloaded yet: choosing "
-                   "one downloads it into models/stylegan on the first run (progress bar; Cancel keeps the "
-                   "partial file and the next run continues it).")
+    DESCRIPTION = ("Load a StyleGAN2 or StyleGAN3 (T/R) generator from models/stylegan: NVIDIA .pkl "
+                   "(stylegan2-ada-pytorch / stylegan3 repo, e.g. stylegan3-t-ffhqu-1024x1024.pkl), StyleGAN-NADA / "
+                   "rosinality .pt, or this pack's .safetensors. The format is detected from the file's content; "
+                   "pickles are read without executing any code from them. After the local files, the list offers "
+                   "the pack's catalogue of published models (NVIDIA's FFHQ, AFHQ, MetFaces, ..., the StyleGAN-NADA "
+                   "models) that are not downloaded yet: choosing one downloads it into models/stylegan on the "
+                   "first run (progress bar; Cancel keeps the partial file and the next run continues it).")
     CATEGORY = C.CATEGORY
     RETURN_TYPES = (C.GENERATOR, "STRING")
     RETURN_NAMES = ("generator", "info")
     OUTPUT_TOOLTIPS = ('The generator with its architecture and provenance.', 'Architecture and provenance as text.')
-    SEARCH_ALIASES = C.aliases('load model', 'checkpoint', 'pkl', 'ffhq', 'generator', 'loader')
+    SEARCH_ALIASES = C.aliases('load model', 'checkpoint', 'pkl', 'ffhq', 'generator', 'loader', 'stylegan3',
+                               'alias-free')
     FUNCTION = "load"
 
     @classmethod
@@ -103,7 +104,9 @@ class NADASampleW:
 
 
 class NADASynthesize:
-    DESCRIPTION = "Render W/W+ latents with a generator into an IMAGE batch."
+    DESCRIPTION = ("Render W/W+ latents with a generator into an IMAGE batch. StyleGAN3 generators can also "
+                   "translate / rotate their Fourier-feature input (like NVIDIA's visualiser): the image moves "
+                   "without aliasing.")
     CATEGORY = C.CATEGORY
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ('The rendered images, [N, H, W, 3] in 0..1.',)
@@ -124,17 +127,28 @@ class NADASynthesize:
         }, "optional": {
             "noise_seed": ("INT", {"default": 0, "min": 0, "max": 2 ** 32 - 1,
                                    "tooltip": "Seed for noise_mode=random."}),
+            "translate_x": ("FLOAT", {"default": 0.0, "min": -4.0, "max": 4.0, "step": 0.01,
+                                      "tooltip": "StyleGAN3 only: move the image right by this fraction of its "
+                                                 "width (the Fourier input is translated; 0 = as trained)."}),
+            "translate_y": ("FLOAT", {"default": 0.0, "min": -4.0, "max": 4.0, "step": 0.01,
+                                      "tooltip": "StyleGAN3 only: move the image down by this fraction of its "
+                                                 "height."}),
+            "rotate": ("FLOAT", {"default": 0.0, "min": -360.0, "max": 360.0, "step": 1.0,
+                                 "tooltip": "StyleGAN3 only: rotate the image by this many degrees "
+                                            "(counter-clockwise; config R is built for it)."}),
         }}
 
-    def render(self, generator, latents, noise_mode, batch_size, noise_seed=0):
+    def render(self, generator, latents, noise_mode, batch_size, noise_seed=0, translate_x=0.0, translate_y=0.0,
+               rotate=0.0):
         from ..nada_ops.memory import rendering_bytes
-        from ..nada_ops.stylegan.sampling import synthesize, to_comfy_image
+        from ..nada_ops.stylegan.sampling import input_transform_for, synthesize, to_comfy_image
         latents.check_compatible(generator.cfg)
+        transform = input_transform_for(generator.G, (translate_x, translate_y), rotate)
         bar = C.Progress(latents.batch)
         with C.heavy_work("Synthesize Images", generator.device,
                           rendering_bytes(generator.cfg, min(batch_size, latents.batch)), "rendering"):
             img = synthesize(generator.G, latents.ws, noise_mode, batch_size, generator.dtype,
-                             progress=lambda d, t, p: bar(d, t), noise_seed=noise_seed)
+                             progress=lambda d, t, p: bar(d, t), noise_seed=noise_seed, transform=transform)
         return (to_comfy_image(img).to(C.intermediate_device()),)
 
 

@@ -10,7 +10,7 @@ from nada_ops.stylegan.formats import CheckpointError
 from nada_ops.stylegan.formats.nvidia_pkl import read_nvidia_pickle
 from nada_ops.stylegan.networks import Generator, z_from_seeds
 from writers.nvidia_pickle import (
-    write_forbidden_global_pickle, write_nvidia_pickle, write_stylegan3_pickle, write_tf_era_pickle,
+    write_forbidden_global_pickle, write_malformed_stylegan3_pickle, write_nvidia_pickle, write_tf_era_pickle,
 )
 
 SEEDS = [0, 1, 2]
@@ -94,9 +94,11 @@ def test_forbidden_global_refused(tmp_path, marker, G_uncond):
         read_nvidia_pickle(p)
 
 
-def test_stylegan3_refused(tmp_path, marker):
-    p = write_stylegan3_pickle(tmp_path / "sg3.pkl", marker)
-    with pytest.raises(CheckpointError, match=r"StyleGAN3 \(T/R\) generators are not supported yet") as e:
+def test_malformed_stylegan3_refused(tmp_path, marker):
+    """StyleGAN3 pickles are read (tests/test_stylegan3.py); one that only looks like StyleGAN3
+    (two made-up layers) is refused with what does not fit."""
+    p = write_malformed_stylegan3_pickle(tmp_path / "sg3.pkl", marker)
+    with pytest.raises(CheckpointError, match=r"unsupported StyleGAN3 architecture: .*num_critical") as e:
         read_nvidia_pickle(p)
     assert "sg3.pkl" in str(e.value)
 

@@ -427,12 +427,75 @@ For a closer likeness set `refine_steps` (100-300 optimization steps from the en
     return wf.finish()
 
 
+SG3_SOURCE = "stylegan3-t-ffhqu-256x256.pkl"
+SG3_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
+
+
+def stylegan3_adaptation(m):
+    wf = Workflow(m, scale=0.8)
+    wf.add("MarkdownNote", [20, 20], size=[420, 900], widgets={"text": f"""# StyleGAN3: sample, adapt, transition
+
+NVIDIA's alias-free StyleGAN3 (config T: translation equivariant, R: also rotation) with this pack's own
+implementation: sample it (the *Synthesize Images* widgets translate / rotate the Fourier-feature input, like
+NVIDIA's visualiser), adapt it with a text prompt and layer freezing, and render a source -> adapted transition.
+
+**StyleGAN3 generator** in `ComfyUI/models/stylegan/`: NVIDIA's published pickles (NGC catalog,
+`{SG3_NGC}<file>`):
+- `{SG3_SOURCE}` (FFHQ-U faces, 256 px: quick to adapt), `stylegan3-r-ffhqu-256x256.pkl`
+- `stylegan3-t-ffhqu-1024x1024.pkl`, `stylegan3-r-ffhqu-1024x1024.pkl`, `stylegan3-t-ffhq-1024x1024.pkl`
+- `stylegan3-t-metfacesu-1024x1024.pkl`, `stylegan3-r-metfacesu-1024x1024.pkl` (MetFaces-U portraits)
+- `stylegan3-t-afhqv2-512x512.pkl`, `stylegan3-r-afhqv2-512x512.pkl` (AFHQv2 cats, dogs, wild animals)
+
+or community StyleGAN3 pickles (e.g. a 256 px LHQ landscape model). They are read without running any code from
+them; pick yours in *Load StyleGAN* and in *Render Domain Transition* the adapted one follows by itself.
+
+**CLIP** in `ComfyUI/models/open_clip/`: `{CLIP_FILES['ViT-B-32'][0]}` and `{CLIP_FILES['ViT-B-16'][0]}`
+(ComfyUI offers the download when the workflow opens).
+
+**Layer freezing on StyleGAN3**: 16 W+ entries at every resolution (0: the Fourier input, 1-14: layers L0-L13,
+15: ToRGB; the input and ToRGB stay frozen). The preset here trains only the fine layers (textures and colours)
+and keeps pose and geometry; *texture / style (all layers)* changes more, the adaptive presets pick layers per
+iteration as in the paper.
+"""})
+    gen = wf.add("NADALoadStyleGAN", [470, 20], widgets={"model": SG3_SOURCE}, title="Load StyleGAN (StyleGAN3)")
+    clip = clip_loader(wf, wf.below(gen))
+    lat = wf.add("NADASampleW", wf.below(clip), widgets={"seed": 0, "batch_size": 4, "truncation_psi": 0.7},
+                 inputs={"generator": (gen, 0)})
+    direction = wf.add("NADACLIPDirection", [830, 20],
+                       widgets={"source_text": "photo", "target_text": "watercolor painting"},
+                       inputs={"clip": (clip, 0)})
+    sched = wf.add("NADALayerFreezeSchedule", wf.below(direction),
+                   widgets={"preset": "StyleGAN3: fine layers only (keep pose and geometry)", "mode": "manual",
+                            "manual_layers": "fine"})
+    src = wf.add("NADASynthesize", wf.below(sched), widgets={"batch_size": 4, "rotate": 10.0},
+                 inputs={"generator": (gen, 0), "latents": (lat, 0)}, title="Source images (input rotated 10 deg)")
+    adapt = wf.add("NADAAdaptGenerator", [1190, 20], size=[400, 0],
+                   widgets={"iterations": 200, "mixing_prob": 0.0},
+                   inputs={"generator": (gen, 0), "clip": (clip, 0), "direction": (direction, 0),
+                           "schedule": (sched, 0)})
+    wf.add("NADASaveGenerator", [1630, 20], widgets={"filename_prefix": "nada/stylegan3_watercolor"},
+           inputs={"generator": (adapt, 0)})
+    ada = wf.add("NADASynthesize", [1630, 200], widgets={"batch_size": 4},
+                 inputs={"generator": (adapt, 0), "latents": (lat, 0)}, title="Adapted images")
+    rt = wf.add("NADARenderTransition", wf.below(ada), size=[340, 0],
+                widgets={"frames": 48, "fps": 24.0, "save_format": "none", "filename_prefix": "nada/sg3_transition",
+                         "return_frames": False},
+                inputs={"generator_a": (gen, 0), "generator_b": (adapt, 0), "latents": (lat, 0)})
+    wf.add("PreviewImage", [2010, 20], size=[320, 330], inputs={"images": (src, 0)}, title="Source samples")
+    wf.add("SaveImage", wf.below(wf.nodes[-1]), size=[320, 330], widgets={"filename_prefix": "nada/sg3_watercolor"},
+           inputs={"images": (ada, 0)}, title="Adapted samples (same seeds)")
+    wf.add("SaveVideo", [2370, 20], size=[360, 420], widgets={"filename_prefix": "nada/sg3_transition"},
+           inputs={"video": (rt, 2)})
+    return wf.finish()
+
+
 EXAMPLES = {
     "text_adaptation": text_adaptation,
     "image_guided_adaptation": image_guided_adaptation,
     "invert_photo_to_adapted": invert_photo_to_adapted,
     "transition_video": transition_video,
     "encode_photo_to_adapted": encode_photo_to_adapted,
+    "stylegan3_adaptation": stylegan3_adaptation,
 }
 
 

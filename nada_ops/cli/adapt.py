@@ -25,7 +25,7 @@ def _parse_clip(specs: list[str]) -> list[tuple[str, float]]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nada_ops adapt",
-                                description="Adapt a StyleGAN2 generator to a new domain with CLIP guidance.")
+                                description="Adapt a StyleGAN2 or StyleGAN3 generator to a new domain with CLIP guidance.")
     p.add_argument("--generator", required=True,
                    help="source generator: a .pkl / .pt / .safetensors file, or a catalogue name (e.g. ffhq, afhqdog; "
                         "`python -m nada_ops models` lists them), downloaded once into $NADA_MODELS_DIR/stylegan "

@@ -19,6 +19,8 @@ def run(argv) -> int:
     p.add_argument("--mix-seed", type=arg("seed"), default=None, help="style-mixing seed")
     p.add_argument("--crossover", type=arg("crossover"), default=8, help="first W+ index from the mixing seed")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
+    p.add_argument("--translate", default="0,0", help="StyleGAN3: move the image by X,Y (fractions of its size)")
+    p.add_argument("--rotate", type=arg("rotate"), default=0.0, help="StyleGAN3: rotate the image (degrees)")
     p.add_argument("--batch", type=arg("batch"), default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--cols", type=arg("cols"), default=None)
@@ -32,13 +34,16 @@ def run(argv) -> int:
     from ..stylegan.sampling import sample_latents, save_image_grid, synthesize
     seeds = parse_seeds(a.seeds)
     dev = device_from_arg(a.device)
+    translate = _translate(a.translate)
     h = load_generator(generator_path(a.generator), device=dev)
+    from ..stylegan.sampling import input_transform_for
+    transform = input_transform_for(h.G, translate, a.rotate)     # ValueError for StyleGAN2: a message
 
     def render(chunk, progress=None):
         lat = sample_latents(h.G, chunk, a.psi, a.cutoff, a.class_idx,
                              [a.mix_seed] if a.mix_seed is not None else None,
                              a.crossover if a.mix_seed is not None else None)
-        return synthesize(h.G, lat.ws, a.noise_mode, a.batch, progress=progress)
+        return synthesize(h.G, lat.ws, a.noise_mode, a.batch, progress=progress, transform=transform)
 
     if a.separate:   # streamed: one batch in memory at a time, whatever the number of seeds
         os.makedirs(a.out, exist_ok=True)
@@ -57,3 +62,15 @@ def run(argv) -> int:
         save_image_grid(render(seeds, ProgressPrinter("sample")), a.out, a.cols)
         print(f"wrote {a.out} ({len(seeds)} seeds, psi {a.psi})")
     return 0
+
+
+def _translate(text: str) -> tuple[float, float]:
+    from ..limits import arg
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 2:
+        raise SystemExit(f"--translate {text!r}: expected X,Y, e.g. 0.1,-0.05")
+    conv = arg("translate")
+    try:
+        return conv(parts[0]), conv(parts[1])
+    except Exception as e:   # argparse.ArgumentTypeError
+        raise SystemExit(f"--translate {text!r}: {e}") from None

@@ -1,6 +1,6 @@
-"""The compiled StyleGAN2 ops (bias_act, upfirdn2d): CUDA/C++ sources and their loader.
+"""The compiled StyleGAN ops (bias_act, upfirdn2d, filtered_lrelu): CUDA/C++ sources and their loader.
 
-- ``common.h``, ``bias_act.h/.cu``, ``upfirdn2d.h/.cu``, ``ext.cpp``: our sources (one
+- ``common.h``, ``bias_act.h/.cu``, ``upfirdn2d.h/.cu``, ``filtered_lrelu.h/.cu``, ``ext.cpp``: our sources (one
   extension); the headers hold the element/tile functions that both the CUDA kernels and
   the extension's sequential CPU path (used by the tests) run.
 - ``loader.py``: just-in-time build with torch.utils.cpp_extension + ninja on the first use

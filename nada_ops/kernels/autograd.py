@@ -12,6 +12,9 @@ The compiled module (see ``ext.cpp``) exposes three raw, non-differentiable kern
     ``linear`` without clamp.
 ``upfirdn2d(x, f, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1)``
     with ``f`` a 2D filter in *correlation* orientation with the gain already applied.
+``filtered_lrelu(x, b, f1, f2, mask, t_h, t_w, out_h, out_w, up_x, up_y, pad_x0, pad_y0, down_x, down_y,
+q_x0, q_y0, mode, gain, slope, clamp)``
+    one pass of ``filtered_lrelu.h`` (stage 1, activation or stored-mask derivative, stage 2).
 
 :class:`CompiledOps` wraps any object with that interface (the compiled module, or a
 stand-in in the tests) and provides the two differentiable entry points that the
@@ -25,6 +28,17 @@ both agree for ``fc'[k] = fc[fw-1-k]`` (the flipped filter, i.e. ``flip_filter``
 and ``p0' = fw - 1 - p0``.  The trailing padding ``p1' = in*up - out*down + p0 - up + 1``
 makes the result exactly ``in`` long.  The backward is linear in ``dy`` and is itself an
 upfirdn2d, so higher derivatives come for free.
+
+Backward of filtered_lrelu (one axis again).  The forward pass is ``t = S1(x + b)`` (stage 1:
+``t[j] = sum_k f1[k] xb[(j + k - p0) / up]``), ``v = act(t)``, ``y = S2(v)`` (stage 2:
+``y[o] = sum_k f2[k] v[o*down + k - q0]``).  So ``dx = S1^T(act'(t) * S2^T(dy))``.  By the same
+index argument as above, ``S2^T`` is a stage 1 with up' = down, p0' = f2_taps - 1 - q0 and the
+flipped f2, producing exactly ``t`` values, and ``S1^T`` is a stage 2 with down' = up,
+q0' = f1_taps - 1 - p0 and the flipped f1, producing exactly ``in`` values: the backward is one
+pass of the same kernel, with ``act'`` read from the mask the forward stored (``mode 2``).
+That pass is linear in its input and its adjoint is the same construction applied again
+(transposing twice gives the forward geometry back): gradients of any order need no other code.
+The second derivative of the leaky ReLU is zero, so nothing flows back into x through the mask.
 """
 from __future__ import annotations
 
@@ -137,6 +151,84 @@ class _Upfirdn2d(torch.autograd.Function):
         return gx, None, None, None, None, None
 
 
+# ----------------------------------------------------------------------- filtered_lrelu
+
+class FLGeometry:
+    """One pass of the filtered_lrelu kernel: sizes (in, t, out), stage-1 up/p0 with filter f1,
+    stage-2 down/q0 with filter f2 (2D correlation filters, gains applied), activation constants."""
+
+    __slots__ = ("in_hw", "t_hw", "out_hw", "up", "p0", "down", "q0", "f1", "f2", "gain", "slope", "clamp")
+
+    def __init__(self, in_hw, t_hw, out_hw, up, p0, down, q0, f1, f2, gain, slope, clamp):
+        self.in_hw, self.t_hw, self.out_hw = tuple(in_hw), tuple(t_hw), tuple(out_hw)
+        self.up, self.p0, self.down, self.q0 = tuple(up), tuple(p0), tuple(down), tuple(q0)   # (x, y)
+        self.f1, self.f2 = f1, f2
+        self.gain, self.slope, self.clamp = float(gain), float(slope), float(clamp)
+
+    def transposed(self) -> "FLGeometry":
+        """The adjoint pass (see the module docstring): input = out, output = in."""
+        f1h, f1w = self.f1.shape
+        f2h, f2w = self.f2.shape
+        p0 = (f2w - 1 - self.q0[0], f2h - 1 - self.q0[1])
+        q0 = (f1w - 1 - self.p0[0], f1h - 1 - self.p0[1])
+        return FLGeometry(self.out_hw, self.t_hw, self.in_hw, self.down, p0, self.up, q0, self.f2.flip([0, 1]),
+                          self.f1.flip([0, 1]), self.gain, self.slope, self.clamp)
+
+    def run(self, ops, x, b, mask, mode):
+        (th, tw), (oh, ow) = self.t_hw, self.out_hw
+        return ops.filtered_lrelu(x, b, self.f1, self.f2, mask, th, tw, oh, ow, self.up[0], self.up[1], self.p0[0],
+                                  self.p0[1], self.down[0], self.down[1], self.q0[0], self.q0[1], mode, self.gain,
+                                  self.slope, self.clamp)
+
+
+class _FilteredLReluMasked(torch.autograd.Function):
+    """The linear pass ``g -> S2(mask' * S1(g))`` (mode 2); its backward is the transposed pass."""
+
+    @staticmethod
+    def forward(ctx, g, mask, ops, geom):
+        ctx.save_for_backward(mask)
+        ctx.args = (ops, geom)
+        return geom.run(ops, g.contiguous(), _empty(g), mask, 2)
+
+    @staticmethod
+    def backward(ctx, dy):
+        (mask,) = ctx.saved_tensors
+        ops, geom = ctx.args
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None
+        return _FilteredLReluMasked.apply(dy, mask, ops, geom.transposed()), None, None, None
+
+
+class _FilteredLRelu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, ops, geom):
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        mask = (torch.zeros([x.shape[0] * x.shape[1], *geom.t_hw], dtype=torch.uint8, device=x.device)
+                if need_grad else torch.empty([0], dtype=torch.uint8, device=x.device))
+        y = geom.run(ops, x, b, mask, 1 if need_grad else 0)
+        ctx.save_for_backward(mask)
+        ctx.args = (ops, geom, x.shape[1])
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (mask,) = ctx.saved_tensors
+        ops, geom, channels = ctx.args
+        dx = _FilteredLReluMasked.apply(dy, mask, ops, geom.transposed())
+        db = dx.sum(dim=[0, 2, 3]) if ctx.needs_input_grad[1] else None
+        return (dx if ctx.needs_input_grad[0] else None), db, None, None
+
+
+def _as_2d(f: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """A 2D filter in the accumulation dtype of ``x`` (a separable 1D filter: its outer product,
+    formed in that dtype)."""
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if f is None:
+        return torch.ones([1, 1], dtype=acc, device=x.device)
+    f = f.detach().to(device=x.device, dtype=acc)
+    return f.outer(f) if f.ndim == 1 else f
+
+
 def correlation_filter(f: torch.Tensor, flip_filter: bool, gain: float, dtype: torch.dtype) -> torch.Tensor:
     """The filter as the kernel wants it: correlation orientation, gain applied, accumulation dtype."""
     acc = torch.float64 if dtype == torch.float64 else torch.float32
@@ -147,7 +239,7 @@ def correlation_filter(f: torch.Tensor, flip_filter: bool, gain: float, dtype: t
 
 
 class CompiledOps:
-    """The two differentiable ops on top of a raw kernel module."""
+    """The differentiable ops on top of a raw kernel module."""
 
     SUPPORTED_DTYPES = SUPPORTED_DTYPES
 
@@ -208,3 +300,27 @@ class CompiledOps:
         fcy = fc[:, None].contiguous()
         x = _Upfirdn2d.apply(x, fcx, self.raw, (ux, 1), (dx_, 1), (px0, px1, 0, 0))
         return _Upfirdn2d.apply(x, fcy, self.raw, (1, uy), (1, dy_), (0, 0, py0, py1))
+
+    # ---------------------------------------------------------- filtered_lrelu
+    def filtered_lrelu_autograd(self, x: torch.Tensor, fu: torch.Tensor | None, fd: torch.Tensor | None,
+                                b: torch.Tensor | None, up: int = 1, down: int = 1, padding=(0, 0, 0, 0),
+                                gain: float = 2 ** 0.5, slope: float = 0.2, clamp: float | None = None,
+                                flip_filter: bool = False) -> torch.Tensor:
+        """``nada_ops.ops.filtered_lrelu`` on the kernel: separable (1D) filters become their 2D outer
+        product, the upsampling filter gets the gain ``up**2``; arguments are validated by the caller."""
+        from ..ops.filtered_lrelu import filter_taps
+        px0, px1, py0, py1 = (int(p) for p in padding)
+        fuw, fuh = filter_taps(fu)
+        fdw, fdh = filter_taps(fd)
+        n, c, h, w = x.shape
+        t_w, t_h = w * up + px0 + px1 - fuw + 1, h * up + py0 + py1 - fuh + 1
+        out_w, out_h = (t_w - fdw) // down + 1, (t_h - fdh) // down + 1
+        f1 = correlation_filter(_as_2d(fu, x), flip_filter, float(up * up), x.dtype)
+        f2 = correlation_filter(_as_2d(fd, x), flip_filter, 1.0, x.dtype)
+        geom = FLGeometry((h, w), (t_h, t_w), (out_h, out_w), (up, up), (px0, py0), (down, down), (0, 0), f1, f2,
+                          gain, slope, -1.0 if clamp is None else float(clamp))
+        if b is None:
+            b = _empty(x)
+        else:
+            b = b.to(x.dtype).contiguous()
+        return _FilteredLRelu.apply(x, b, self.raw, geom)

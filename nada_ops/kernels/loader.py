@@ -1,4 +1,4 @@
-"""Just-in-time build and loading of the compiled ops (bias_act, upfirdn2d).
+"""Just-in-time build and loading of the compiled ops (bias_act, upfirdn2d, filtered_lrelu).
 
 Nothing here runs at import.  :func:`get_extension` is called by the dispatcher
 (``nada_ops.ops.backend``) the first time a compiled op is wanted for a CUDA tensor:
@@ -35,9 +35,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 KERNEL_DIR = Path(__file__).resolve().parent
-SOURCES = ("ext.cpp", "bias_act.cu", "upfirdn2d.cu")
-HEADERS = ("common.h", "bias_act.h", "upfirdn2d.h")
-OPS = ("bias_act", "upfirdn2d")
+SOURCES = ("ext.cpp", "bias_act.cu", "upfirdn2d.cu", "filtered_lrelu.cu")
+HEADERS = ("common.h", "bias_act.h", "upfirdn2d.h", "filtered_lrelu.h")
+OPS = ("bias_act", "upfirdn2d", "filtered_lrelu")
 EXT_PREFIX = "nada_ops_kernels"
 IS_WINDOWS = os.name == "nt"
 DEFAULT_CUDA_HOMES = ("/usr/local/cuda",)
@@ -406,7 +406,7 @@ def _reset_for_tests() -> None:
 
 
 def _report_failure(reason: str) -> None:
-    msg = ("nada_ops: the compiled CUDA ops (bias_act, upfirdn2d) are unavailable, using the "
+    msg = ("nada_ops: the compiled CUDA ops (bias_act, upfirdn2d, filtered_lrelu) are unavailable, using the "
            f"PyTorch reference instead. Reason: {reason}")
     logger.warning(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=4)

@@ -1,25 +1,51 @@
 """Which synthesis layers are trained: all, manual groups / W+ indices, or the paper's
-adaptive top-k selection (sec. 4.2).  The W+ index -> layer map comes from
-``nada_ops.stylegan.config.ws_layer_map`` (the one place that knows it)."""
+adaptive top-k selection (sec. 4.2).  The W+ index -> layer map (and which layers are never
+trained) comes from ``nada_ops.stylegan.config`` (the one place that knows it, for StyleGAN2 and
+StyleGAN3 alike)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..stylegan.config import StyleGAN2Config, ws_layer_map
+from ..stylegan.config import StyleGAN2Config, frozen_layers, ws_index_resolution, ws_layer_map
 from .losses import global_loss
 
 MODES = ("all", "adaptive", "manual")
 
-# Paper presets (Table 3 / sec. 4.2 and the supplement): k, iterations, mixing.
+# Paper presets (Table 3 / sec. 4.2 and the supplement): k, iterations, mixing.  The paper's
+# settings are for StyleGAN2; ``stylegan3`` says what fits a StyleGAN3 generator (16 W+ entries at
+# every resolution, of which 14 drive trainable layers: the Fourier input and ToRGB stay frozen).
 PRESETS = {
-    "texture / style (all layers)": dict(mode="all", k=None, iterations=300, mixing=0.9),
-    "sketch / painting (all layers, no mixing)": dict(mode="all", k=None, iterations=300, mixing=0.0),
-    "identity / small shape (adaptive, 2/3 of layers)": dict(mode="adaptive", k_fraction=2 / 3, iterations=300,
-                                                               mixing=0.9),
-    "animal / large shape (adaptive k=3)": dict(mode="adaptive", k=3, iterations=2000, mixing=0.0),
+    "texture / style (all layers)": dict(
+        mode="all", k=None, iterations=300, mixing=0.9,
+        stylegan3="fits: all 14 layers; StyleGAN3 styles settle in about the same iterations"),
+    "sketch / painting (all layers, no mixing)": dict(
+        mode="all", k=None, iterations=300, mixing=0.0,
+        stylegan3="fits: all 14 layers"),
+    "identity / small shape (adaptive, 2/3 of layers)": dict(
+        mode="adaptive", k_fraction=2 / 3, iterations=300, mixing=0.9,
+        stylegan3="fits: k = 11 of 16 entries per iteration"),
+    "animal / large shape (adaptive k=3)": dict(
+        mode="adaptive", k=3, iterations=2000, mixing=0.0,
+        stylegan3="fits with more iterations: StyleGAN3's middle layers carry less of the shape than StyleGAN2's "
+                  "coarse ones, so allow 2000-3000 and watch the previews"),
+    "StyleGAN3: fine layers only (keep pose and geometry)": dict(
+        mode="manual", groups=("fine",), iterations=300, mixing=0.0, families=("stylegan3",),
+        stylegan3="StyleGAN3 only: trains the layers above 32 px bandwidth (textures, colours), keeping what "
+                  "the coarse layers and the Fourier input decide (pose, layout, the equivariance to the input "
+                  "transform)"),
 }
+
+
+def preset_fits(name: str, cfg) -> str | None:
+    """None when preset ``name`` applies to ``cfg``'s family, else why not."""
+    p = PRESETS[name]
+    fam = getattr(cfg, "family", "stylegan2")
+    families = p.get("families", ("stylegan2", "stylegan3"))
+    if fam not in families:
+        return f"layer preset {name!r} is for {' / '.join(families)} generators, this one is {fam}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,10 @@ class FreezeSchedule:
         if self.n_w < 1 or self.n_i < 1:
             raise ValueError("adaptive layer schedule: N_w and N_i must be >= 1")
         if cfg is not None:
+            if self.preset in PRESETS:
+                why = preset_fits(self.preset, cfg)
+                if why:
+                    raise ValueError(why)
             n = cfg.num_ws
             bad = [i for i in self.indices if not 0 <= i < n]
             if bad:
@@ -68,31 +98,37 @@ class FreezeSchedule:
 
 
 def group_indices(cfg: StyleGAN2Config, groups) -> list[int]:
-    """'coarse' (4-8 px), 'middle' (16-32 px), 'fine' (64 px and up) -> W+ indices."""
-    res_of_index = []
-    for layers in ws_layer_map(cfg):
-        # the resolution of the conv this index drives (ToRGB-only last index: final res)
-        convs = [l for l in layers if not l.endswith("torgb")] or layers
-        res_of_index.append(int(convs[0].split(".")[1][1:]))
+    """'coarse' (4-8 px), 'middle' (16-32 px), 'fine' (64 px and up) -> W+ indices.
+
+    The resolution of an index is :func:`~nada_ops.stylegan.config.ws_index_resolution`
+    (StyleGAN3: twice the layer's cutoff, which grows geometrically): each group takes the
+    indices nearest its octaves (boundaries at sqrt(8 * 16) and sqrt(32 * 64) px, a value on a
+    boundary counts as the finer group)."""
+    res_of_index = ws_index_resolution(cfg)
+    # StyleGAN3's cutoffs can fall exactly on a boundary: ties go to the finer group, whatever
+    # the float rounding.
+    lo, hi = (8 * 16) ** 0.5 * (1 - 1e-9), (32 * 64) ** 0.5 * (1 - 1e-9)
     out = []
     for g in groups:
         if g == "coarse":
-            out += [i for i, r in enumerate(res_of_index) if r <= 8]
+            out += [i for i, r in enumerate(res_of_index) if r < lo]
         elif g == "middle":
-            out += [i for i, r in enumerate(res_of_index) if 16 <= r <= 32]
+            out += [i for i, r in enumerate(res_of_index) if lo <= r < hi]
         elif g == "fine":
-            out += [i for i, r in enumerate(res_of_index) if r >= 64]
+            out += [i for i, r in enumerate(res_of_index) if r >= hi]
         else:
             raise ValueError(f"unknown layer group {g!r}: use coarse, middle, fine")
     return sorted(set(out))
 
 
 def trainable_layer_names(cfg: StyleGAN2Config, indices) -> list[str]:
-    """Synthesis conv layers driven by the given W+ indices (ToRGB layers excluded: always frozen)."""
+    """Synthesis layers driven by the given W+ indices, without the always-frozen ones
+    (ToRGB; StyleGAN3's Fourier input): :func:`~nada_ops.stylegan.config.frozen_layers`."""
     m = ws_layer_map(cfg)
+    frozen = frozen_layers(cfg)
     names = []
     for i in sorted(set(int(i) for i in indices)):
-        names += [l for l in m[i] if not l.endswith("torgb")]
+        names += [l for l in m[i] if l not in frozen]
     return names
 
 
@@ -100,7 +136,8 @@ def all_conv_layer_names(cfg: StyleGAN2Config) -> list[str]:
     return trainable_layer_names(cfg, range(cfg.num_ws))
 
 
-# Per synthesis conv: what is trained. The affine (style) layer is always frozen.
+# Per synthesis conv: what is trained (StyleGAN3 layers have no noise). The affine (style)
+# layer is always frozen.
 TRAINED_PARAM_SUFFIXES = ("weight", "bias", "noise_strength")
 
 
@@ -110,7 +147,9 @@ def layer_parameters(G, layer_names) -> list[torch.nn.Parameter]:
     for name in layer_names:
         mod = mods[name]
         for s in TRAINED_PARAM_SUFFIXES:
-            out.append(getattr(mod, s))
+            p = mod._parameters.get(s)
+            if p is not None:
+                out.append(p)
     return out
 
 

@@ -5,7 +5,9 @@ Policy (one place):
   ``reference`` or ``compiled``.
 - ``auto``: compiled on CUDA tensors when the extension builds, reference otherwise
   (CPU, MPS, build failure).  A build failure is reported once and never retried in
-  the same process.
+  the same process.  Only the ops listed in :data:`AUTO_COMPILED` are taken compiled
+  under ``auto``: an op joins that list once its GPU parity tests and its benchmark
+  have run on a GPU.
 - ``compiled``: forces the extension; on a non-CUDA tensor or when the build fails
   this raises :class:`CompiledOpsUnavailable` with the reason.
 """
@@ -15,6 +17,11 @@ import os
 import threading
 
 _VALID = ("auto", "reference", "compiled")
+#: Ops whose compiled kernel ``auto`` uses.  ``filtered_lrelu`` (StyleGAN3) is compiled, built
+#: and tested through the extension's CPU path, but its CUDA kernel has not yet run on a GPU:
+#: it is used only when forced (``NADA_OPS_IMPL=compiled``) until its GPU tests pass and
+#: ``benchmarks/bench_kernels.py`` shows it faster than the reference.
+AUTO_COMPILED = frozenset({"bias_act", "upfirdn2d"})
 _override: str | None = None
 _lock = threading.Lock()
 
@@ -43,7 +50,7 @@ def compiled_module(op_name: str, tensor) -> object | None:
     ``tensor``, else None (use the reference).  Raises when 'compiled' is forced but
     unavailable."""
     impl = get_impl()
-    if impl == "reference":
+    if impl == "reference" or (impl == "auto" and op_name not in AUTO_COMPILED):
         return None
     on_cuda = getattr(tensor, "is_cuda", False)
     if not on_cuda:

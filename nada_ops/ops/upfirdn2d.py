@@ -5,7 +5,7 @@
 2. pad (negative padding crops) by ``padding = (x0, x1, y0, y1)``;
 3. convolve with the 2D FIR filter ``f`` (true convolution unless ``flip_filter``),
    times ``gain``; a 1D filter is applied separably;
-4. keep every ``down``-th pixel.
+4. keep every ``down``-th pixel (the reference computes only those: a strided convolution).
 """
 from __future__ import annotations
 
@@ -85,14 +85,12 @@ def upfirdn2d_reference(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, p
     f = f.to(x.dtype) * (gain ** (f.ndim / 2))
     if not flip_filter:
         f = f.flip(list(range(f.ndim)))
+    # 4. Downsample: keep every down-th output (the convolution's stride computes only those).
     if f.ndim == 2:
-        x = F.conv2d(x, f[None, None].repeat(c, 1, 1, 1), groups=c)
+        x = F.conv2d(x, f[None, None].repeat(c, 1, 1, 1), groups=c, stride=(downy, downx))
     else:
-        x = F.conv2d(x, f[None, None, None, :].repeat(c, 1, 1, 1), groups=c)
-        x = F.conv2d(x, f[None, None, :, None].repeat(c, 1, 1, 1), groups=c)
-    # 4. Downsample.
-    if downx > 1 or downy > 1:
-        x = x[:, :, ::downy, ::downx]
+        x = F.conv2d(x, f[None, None, None, :].repeat(c, 1, 1, 1), groups=c, stride=(1, downx))
+        x = F.conv2d(x, f[None, None, :, None].repeat(c, 1, 1, 1), groups=c, stride=(downy, 1))
     return x
 
 

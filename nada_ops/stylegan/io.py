@@ -14,7 +14,7 @@ import torch
 
 from .config import StyleGAN2Config
 from .formats import CheckpointError, ReadResult
-from .networks import Generator, copy_generator, estimate_w_avg
+from .networks import Generator, build_generator, copy_generator, estimate_w_avg
 
 W_AVG_ESTIMATE_SAMPLES = 8192
 W_AVG_ESTIMATE_SEED = 0
@@ -106,8 +106,13 @@ class GeneratorHandle:
     dtype: torch.dtype = torch.float32
 
     @property
-    def cfg(self) -> StyleGAN2Config:
+    def cfg(self) -> StyleGAN2Config:          # or a StyleGAN3Config
         return self.G.cfg
+
+    @property
+    def family(self) -> str:
+        """'stylegan2' or 'stylegan3'."""
+        return self.G.cfg.family
 
     @property
     def device(self) -> torch.device:
@@ -135,10 +140,35 @@ class GeneratorHandle:
         lines = [
             f"name: {self.name}",
             f"format: {self.source_format}",
-            f"resolution: {c.img_resolution}x{c.img_resolution}, {c.img_channels} channels",
-            f"z_dim {c.z_dim}, w_dim {c.w_dim}, c_dim {c.c_dim}, mapping layers {c.num_mapping_layers}",
-            f"channels: " + ", ".join(f"{r}:{c.channels(r)}" for r in c.block_resolutions),
-            f"num_ws (W+ entries): {c.num_ws}",
+        ]
+        if c.family == "stylegan3":
+            kind = {"stylegan3-t": "StyleGAN3 config T (translation equivariant)",
+                    "stylegan3-r": "StyleGAN3 config R (rotation equivariant)"}.get(c.architecture, c.architecture)
+            inp = c.input_spec()
+            lines += [
+                f"architecture: {kind}",
+                f"resolution: {c.img_resolution}x{c.img_resolution}, {c.img_channels} channels",
+                f"z_dim {c.z_dim}, w_dim {c.w_dim}, c_dim {c.c_dim}, mapping layers {c.num_mapping_layers}",
+                f"synthesis: {c.num_layers} layers + ToRGB ({c.num_critical} critically sampled), channel_base "
+                f"{c.channel_base}, channel_max {c.channel_max}, {c.conv_kernel}x{c.conv_kernel} convs, "
+                f"{'radial' if c.use_radial_filters else 'separable'} downsampling filters, margin {c.margin_size} px, "
+                f"output scale {c.output_scale:g}",
+                f"input: {inp['channels']} Fourier features, {inp['size']}px, sampling rate {inp['sampling_rate']:g}, "
+                f"bandwidth {inp['bandwidth']:g}",
+                "layers: " + ", ".join(
+                    f"{l.name} (rate {l.out_sampling_rate}, cutoff {l.out_cutoff:.3g}, up {l.up}/down {l.down})"
+                    for l in c.layers()),
+                f"num_ws (W+ entries): {c.num_ws} (0: Fourier input, 1-{c.num_layers}: layers L0-L{c.num_layers - 1}, "
+                f"{c.num_ws - 1}: ToRGB)",
+            ]
+        else:
+            lines += [
+                f"resolution: {c.img_resolution}x{c.img_resolution}, {c.img_channels} channels",
+                f"z_dim {c.z_dim}, w_dim {c.w_dim}, c_dim {c.c_dim}, mapping layers {c.num_mapping_layers}",
+                f"channels: " + ", ".join(f"{r}:{c.channels(r)}" for r in c.block_resolutions),
+                f"num_ws (W+ entries): {c.num_ws}",
+            ]
+        lines += [
             f"conv_clamp: {c.conv_clamp}",
             f"parameters: {sum(p.numel() for p in self.G.parameters()):,}",
         ]
@@ -157,7 +187,7 @@ def generator_from_read(res: ReadResult, path, device="cpu") -> tuple[Generator,
     for name, t in res.state_dict.items():
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             raise CheckpointError(path, f"tensor {name!r} is not a floating-point tensor; integer weights are refused")
-    G = Generator(res.cfg)
+    G = build_generator(res.cfg)
     try:
         G.load_state_dict(res.state_dict, strict=True)
     except RuntimeError as e:
@@ -181,7 +211,8 @@ def generator_from_read(res: ReadResult, path, device="cpu") -> tuple[Generator,
 
 
 def load_generator(path, device="cpu", dtype: torch.dtype = torch.float32) -> GeneratorHandle:
-    """Load a generator from an NVIDIA .pkl, a rosinality/NADA .pt or our .safetensors."""
+    """Load a StyleGAN2 or StyleGAN3 generator from an NVIDIA .pkl, a rosinality/NADA .pt or our
+    .safetensors."""
     res = read_checkpoint(path)
     G, prov = generator_from_read(res, path, device)
     name = os.path.splitext(os.path.basename(os.fspath(path)))[0]

@@ -262,10 +262,19 @@ class Generator(nn.Module):
                 for l in self.synthesis.noise_layers()]
 
 
+def build_generator(cfg) -> nn.Module:
+    """A new generator for ``cfg``: :class:`Generator` (StyleGAN2) or, for a
+    :class:`~nada_ops.stylegan.config.StyleGAN3Config`, the StyleGAN3 generator (same interface)."""
+    if getattr(cfg, "family", "stylegan2") == "stylegan3":
+        from .networks_sg3 import StyleGAN3Generator
+        return StyleGAN3Generator(cfg)
+    return Generator(cfg)
+
+
 def copy_generator(G: Generator, device=None) -> Generator:
     """A fresh copy with its own ordinary tensors (not views, not inference tensors: call it
     outside ``torch.inference_mode()``), in eval mode, on ``device`` (default: G's)."""
-    G2 = Generator(G.cfg)
+    G2 = build_generator(G.cfg)
     G2.load_state_dict({k: v.detach().clone() for k, v in G.state_dict().items()})
     return G2.to(device if device is not None else G.w_avg.device).eval()
 

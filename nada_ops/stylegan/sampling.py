@@ -51,22 +51,48 @@ def sample_latents(G: Generator, seeds, truncation_psi: float = 1.0, truncation_
     return WLatents(ws=ws, is_wplus=mix_seeds is not None, info=info)
 
 
+def input_transform_for(G, translate=(0.0, 0.0), rotate: float = 0.0) -> torch.Tensor | None:
+    """The StyleGAN3 input transform for an image translation (x, y; 1 = the image's width) and
+    rotation (degrees), as NVIDIA's ``gen_images.py`` / visualiser apply it; None when both are 0
+    (the generator's stored transform is used).  A StyleGAN2 generator has no Fourier input: a
+    non-zero request is an error."""
+    tx, ty = (float(v) for v in translate)
+    rot = float(rotate)
+    if tx == 0 and ty == 0 and rot == 0:
+        return None
+    if getattr(G.cfg, "family", "stylegan2") != "stylegan3":
+        raise ValueError("translate / rotate move the Fourier-feature input of StyleGAN3 generators; this is a "
+                         "StyleGAN2 generator (set them to 0)")
+    from .networks_sg3 import input_transform
+    return input_transform((tx, ty), rot)
+
+
 def synthesize(G: Generator, ws: torch.Tensor, noise_mode: str = "const", batch_size: int = 8,
                dtype: torch.dtype = torch.float32, progress: ProgressFn | None = None,
-               noise_seed: int | None = None) -> torch.Tensor:
+               noise_seed: int | None = None, transform: torch.Tensor | None = None) -> torch.Tensor:
     """W+ [N, num_ws, w_dim] -> images [N, C, H, W] in [-1, 1] (float32, on G's device).
 
-    ``progress(done, total, None)`` is called after each batch and may raise to stop."""
+    ``transform`` (StyleGAN3 only; [3, 3] or [N, 3, 3], see :func:`input_transform_for`) moves
+    the Fourier input for this call.  ``progress(done, total, None)`` is called after each batch
+    and may raise to stop."""
     n = ws.shape[0]
     out = []
     gen = None
+    if transform is not None and getattr(G.cfg, "family", "stylegan2") != "stylegan3":
+        raise ValueError("an input transform needs a StyleGAN3 generator")
+    if transform is not None and transform.ndim == 3 and transform.shape[0] not in (1, n):
+        raise ValueError(f"{transform.shape[0]} input transforms for {n} latents: give one or one per latent")
     if noise_mode == "random" and noise_seed is not None:
         gen = torch.Generator(device=G.w_avg.device).manual_seed(int(noise_seed))
     with torch.no_grad():
         for i in range(0, n, batch_size):
             chunk = ws[i:i + batch_size].to(G.w_avg.device)
             noises = G.make_noises(chunk.shape[0], gen) if gen is not None else None
-            img = G.synthesis(chunk, noise_mode=noise_mode, noises=noises, dtype=dtype)
+            kw = {}
+            if transform is not None:
+                kw["transform"] = transform[i:i + batch_size] if transform.ndim == 3 and transform.shape[0] > 1 \
+                    else transform
+            img = G.synthesis(chunk, noise_mode=noise_mode, noises=noises, dtype=dtype, **kw)
             out.append(img.float())
             if progress is not None:
                 progress(min(i + batch_size, n), n, None)

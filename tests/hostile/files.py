@@ -531,7 +531,67 @@ def write_all(folder: Path) -> list[Case]:
                add("clip_int_weights.bin", "clip_state_dict", "meta", r"dtype"))
     torch_zip(add("clip_hash_bomb.bin", "clip_state_dict", "hang", KEYS), dumps({"state_dict": hash_objs["dictkey"]}))
     torch.save({"missing": torch.zeros(3)}, add("clip_missing.bin", "clip_state_dict", "error", r"missing tensors"))
+    _stylegan3_cases(add, marker, STRIDE)
     return cases
+
+
+# ------------------------------------------------------------------ StyleGAN3 pickles
+def _tiny_sg3(seed: int = 0):
+    from sg3_helpers import tiny_sg3
+    return tiny_sg3("t", seed=seed, num_layers=4, num_critical=1, margin_size=2)
+
+
+def _sg3_record(G, marker, **kw) -> Persistent:
+    return nv.stylegan3_generator_record(G, nv.stylegan3_module_src(marker), **kw)
+
+
+def _edit_sg3(rec: Persistent, where: str, **values) -> Persistent:
+    """Set ``values`` in the generator's init kwargs ('kwargs'), on the synthesis record
+    ('synthesis'), or on both."""
+    for k, v in values.items():
+        if where in ("kwargs", "both"):
+            rec.state["_init_kwargs"][k] = v
+        if where in ("synthesis", "both"):
+            rec.state["_modules"]["synthesis"].state[k] = v
+    return rec
+
+
+def _stylegan3_cases(add, marker, STRIDE) -> None:
+    """StyleGAN3 variants of the pickle cases above (the same reader, the same limits)."""
+    from nada_ops.stylegan.config import StyleGAN3Config
+    huge = StyleGAN3Config(img_resolution=1024, z_dim=512, w_dim=512, channel_base=1 << 20, channel_max=2048)
+    one = NvStorage(legacy_storage(1, bytes(4)))
+    shapes = reference_shapes(huge)
+    G = types.SimpleNamespace(cfg=huge, state_dict=lambda: {k: NvTensor(one, s, (0,) * len(s))
+                                                            for k, s in shapes.items()})
+    with _raw_params():
+        rec = _sg3_record(G, marker)
+    dump(dict(G_ema=rec), add("sg3_pkl_huge_arch_stride0.pkl", "generator", "size", STRIDE))
+    G3 = _tiny_sg3()
+    for name, where, values, klass, expect in (
+            ("sg3_pkl_w_dim_2048.pkl", "top", {"z_dim": 2048, "w_dim": 2048}, "size",
+             r"holds only [\d,]+ bytes of tensor data|sizes other than w_dim"),
+            ("sg3_pkl_num_layers_1e12.pkl", "both", {"num_layers": 10 ** 12}, "size", r"num_layers"),
+            ("sg3_pkl_margin_1e9.pkl", "both", {"margin_size": 10 ** 9}, "size", r"margin_size"),
+            ("sg3_pkl_filter_size_1e6.pkl", "kwargs", {"filter_size": 10 ** 6}, "size", r"filter_size"),
+            ("sg3_pkl_first_cutoff_nan.pkl", "kwargs", {"first_cutoff": float("nan")}, "size", r"first_cutoff"),
+            ("sg3_pkl_conv_kernel_99.pkl", "kwargs", {"conv_kernel": 99}, "size", r"conv_kernel"),
+            ("sg3_pkl_layer_names_bomb.pkl", "synthesis", {"layer_names": Raw(list_repr_bomb(slot=4))}, "hang",
+             r"synthesis layers are"),
+            ("sg3_pkl_num_critical_bomb.pkl", "both", {"num_critical": Raw(list_repr_bomb(slot=5))}, "hang",
+             r"num_critical")):
+        rec = _sg3_record(G3, marker)
+        if where == "top":
+            for k, v in values.items():
+                rec.state[k] = v
+                rec.state["_init_kwargs"][k] = v
+        else:
+            _edit_sg3(rec, where, **values)
+        dump(dict(G_ema=rec), add(name, "generator", klass, expect))
+    # a layer attribute that is a shared nested list (its repr would take 2^60 steps)
+    layer = G3.cfg.layer_names()[1]
+    rec = _sg3_record(G3, marker, layer_attrs={layer: {"padding": Raw(list_repr_bomb(slot=6))}})
+    dump(dict(G_ema=rec), add("sg3_pkl_padding_bomb.pkl", "generator", "hang", r"padding"))
 
 
 def _edit_nvidia_arch(rec: Persistent, edit: dict) -> None:
@@ -604,11 +664,13 @@ def write_controls(folder: Path) -> list[Case]:
     G = _tiny_G(1)
     cases = [Case("ok_generator.pt", "generator", "control", "ok"),
              Case("ok_generator.pkl", "generator", "control", "ok"),
+             Case("ok_stylegan3.pkl", "generator", "control", "ok"),
              Case("ok_generator.safetensors", "generator", "control", "ok"),
              Case("ok_direction.npy", "direction", "control", "ok"),
              Case("ok_latents.pt", "latents", "control", "ok")]
     write_rosinality(G, folder / "ok_generator.pt")
     nv.write_nvidia_pickle(G, folder / "ok_generator.pkl", folder / "module_src_was_executed")
+    nv.write_stylegan3_pickle(_tiny_sg3(1), folder / "ok_stylegan3.pkl", folder / "module_src_was_executed")
     save_generator(G, folder / "ok_generator.safetensors")
     np.save(folder / "ok_direction.npy", np.ones(32, np.float32))
     save_latents(WLatents(ws=torch.zeros(2, 8, 32)), folder / "ok_latents.pt")

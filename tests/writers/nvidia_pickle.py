@@ -1,4 +1,4 @@
-"""Test-side writer of NVIDIA-style StyleGAN2 network pickles (no NVIDIA code needed).
+"""Test-side writer of NVIDIA-style StyleGAN2 and StyleGAN3 network pickles (no NVIDIA code needed).
 
 The files reproduce the structure that stylegan2-ada-pytorch's training loop writes with
 ``pickle.dump(dict(G=..., D=..., G_ema=..., augment_pipe=..., training_set_kwargs=...))``:
@@ -117,7 +117,7 @@ def module_state(params=None, buffers=None, modules=None, init_kwargs=None, init
     state = dict(
         training=False,
         _parameters=od((k, None if v is None else _param(v)) for k, v in (params or {}).items()),
-        _buffers=od((k, v.detach().clone()) for k, v in (buffers or {}).items()),
+        _buffers=od((k, None if v is None else v.detach().clone()) for k, v in (buffers or {}).items()),
         _non_persistent_buffers_set=set(),
         _backward_pre_hooks=od(), _backward_hooks=od(), _is_full_backward_hook=None,
         _forward_hooks=od(), _forward_hooks_with_kwargs=od(), _forward_hooks_always_called=od(),
@@ -296,8 +296,9 @@ def write_tf_era_pickle(path):
     return path
 
 
-def write_stylegan3_pickle(path, marker_path, w_dim: int = 16):
-    """A tiny StyleGAN3-like generator pickle (SynthesisInput + L0_36_512-style layers)."""
+def write_malformed_stylegan3_pickle(path, marker_path, w_dim: int = 16):
+    """A tiny pickle that looks like StyleGAN3 (SynthesisInput + L0_36_512-style layers) but whose
+    structure is not NVIDIA's design (2 layers, made-up sizes): must be refused clearly."""
     src = marker_module_src(marker_path, "class SynthesisInput: pass\n")
     fc = lambda i, o: Persistent("FullyConnectedLayer", src, module_state(  # noqa: E731
         params={"weight": torch.randn(o, i), "bias": torch.zeros(o)}, activation="lrelu", bias_gain=0.01))
@@ -324,4 +325,141 @@ def write_stylegan3_pickle(path, marker_path, w_dim: int = 16):
                          magnitude_ema_beta=0.999),
         z_dim=w_dim, c_dim=0, w_dim=w_dim, img_resolution=32, img_channels=3, num_ws=4))
     dump(dict(G=G, D=None, G_ema=G, augment_pipe=None, training_set_kwargs=None), path)
+    return path
+
+
+# ----------------------------------------------------------------------------- StyleGAN3
+def stylegan3_generator_record(G, module_src: str, *, fp32: bool = False, override: dict | None = None,
+                               drop=(), layer_attrs: dict | None = None, extra_kwargs: dict | None = None,
+                               filters: dict | None = None) -> Persistent:
+    """NVIDIA-structured persistent record of OUR StyleGAN3 generator ``G`` (anything with ``cfg``
+    and ``state_dict()``; as
+    ``training/networks_stylegan3.py`` objects pickle: init kwargs as ``train.py`` passes them,
+    every layer's design attributes -- numpy arrays for sizes, numpy floats for rates and cutoffs --,
+    the designed filters as buffers, ``None`` buffers for identity filters).
+
+    fp32: the ``--fp32`` options (num_fp16_res=0, conv_clamp=None in the kwargs).
+    override / drop: our state-dict keys -> tensors to write instead / to leave out.
+    layer_attrs: {layer name: {attribute: value}} written over the recorded attributes.
+    extra_kwargs: more Generator init kwargs.  filters: {'<layer>.up_filter': tensor} overrides.
+    """
+    cfg = G.cfg
+    sd = dict(G.state_dict())
+    sd.update(override or {})
+    for k in drop:
+        sd.pop(k, None)
+
+    def P(prefix, names):
+        return {n: sd[f"{prefix}.{n}"] for n in names if f"{prefix}.{n}" in sd}
+
+    def fc(prefix, in_f, out_f, activation="linear", lr=1.0, bias_init=0, weight_init=1):
+        return Persistent("FullyConnectedLayer", module_src, module_state(
+            params=P(prefix, ["weight", "bias"]),
+            init_kwargs=dict(in_features=in_f, out_features=out_f, activation=activation, lr_multiplier=lr,
+                             bias_init=bias_init, weight_init=weight_init),
+            in_features=in_f, out_features=out_f, activation=activation,
+            weight_gain=np.float64(lr / np.sqrt(in_f)), bias_gain=lr))
+
+    mmods = collections.OrderedDict()
+    if cfg.c_dim:
+        mmods["embed"] = fc("mapping.embed", cfg.c_dim, cfg.w_dim)
+    feats = [cfg.z_dim + (cfg.w_dim if cfg.c_dim else 0)] + [cfg.w_dim] * cfg.num_mapping_layers
+    for i in range(cfg.num_mapping_layers):
+        mmods[f"fc{i}"] = fc(f"mapping.fc{i}", feats[i], feats[i + 1], "lrelu", cfg.mapping_lr_mul)
+    mattrs = dict(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, num_ws=cfg.num_ws,
+                  num_layers=cfg.num_mapping_layers, w_avg_beta=0.998)
+    if not cfg.c_dim:
+        mattrs["embed"] = None
+    mapping = Persistent("MappingNetwork", module_src, module_state(
+        buffers=P("mapping", ["w_avg"]), modules=mmods,
+        init_kwargs=dict(z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, num_ws=cfg.num_ws,
+                         num_layers=cfg.num_mapping_layers), **mattrs))
+
+    from nada_ops.stylegan.networks_sg3 import layer_filters
+    spec = cfg.input_spec()
+    size2 = np.broadcast_to(np.asarray(spec["size"]), [2])
+    inp = Persistent("SynthesisInput", module_src, module_state(
+        params=P("synthesis.input", ["weight"]), buffers=P("synthesis.input", ["transform", "freqs", "phases"]),
+        modules={"affine": fc("synthesis.input.affine", cfg.w_dim, 4, bias_init=[1, 0, 0, 0], weight_init=0)},
+        init_kwargs=dict(w_dim=cfg.w_dim, channels=spec["channels"], size=spec["size"],
+                         sampling_rate=np.float64(spec["sampling_rate"]), bandwidth=np.float64(spec["bandwidth"])),
+        w_dim=cfg.w_dim, channels=spec["channels"], size=size2, sampling_rate=np.float64(spec["sampling_rate"]),
+        bandwidth=np.float64(spec["bandwidth"])))
+    smods = collections.OrderedDict(input=inp)
+    magnitude_ema_beta = 0.5 ** (32 / (20 * 1e3))
+    for l in cfg.layers():
+        pre = f"synthesis.{l.name}"
+        fu, fd = layer_filters(l)                       # the designed filters, as NVIDIA stores them
+        fu = (filters or {}).get(f"{l.name}.up_filter", fu)
+        fd = (filters or {}).get(f"{l.name}.down_filter", fd)
+        buffers = collections.OrderedDict(P(pre, ["magnitude_ema"]))
+        buffers["up_filter"] = fu
+        buffers["down_filter"] = fd
+        ik = dict(w_dim=cfg.w_dim, is_torgb=l.is_torgb, is_critically_sampled=l.is_critically_sampled,
+                  use_fp16=np.bool_(l.use_fp16), in_channels=l.in_channels, out_channels=l.out_channels,
+                  in_size=l.in_size, out_size=l.out_size, in_sampling_rate=l.in_sampling_rate,
+                  out_sampling_rate=l.out_sampling_rate, in_cutoff=np.float64(l.in_cutoff),
+                  out_cutoff=np.float64(l.out_cutoff), in_half_width=np.float64(l.in_half_width),
+                  out_half_width=np.float64(l.out_half_width), magnitude_ema_beta=magnitude_ema_beta)
+        attrs = dict(
+            w_dim=cfg.w_dim, is_torgb=l.is_torgb, is_critically_sampled=l.is_critically_sampled,
+            use_fp16=np.bool_(l.use_fp16), in_channels=l.in_channels, out_channels=l.out_channels,
+            in_size=np.broadcast_to(np.asarray(l.in_size), [2]), out_size=np.broadcast_to(np.asarray(l.out_size), [2]),
+            in_sampling_rate=l.in_sampling_rate, out_sampling_rate=l.out_sampling_rate,
+            tmp_sampling_rate=l.tmp_sampling_rate, in_cutoff=np.float64(l.in_cutoff),
+            out_cutoff=np.float64(l.out_cutoff), in_half_width=np.float64(l.in_half_width),
+            out_half_width=np.float64(l.out_half_width), conv_kernel=l.conv_kernel, conv_clamp=cfg.conv_clamp,
+            magnitude_ema_beta=magnitude_ema_beta, up_factor=l.up, up_taps=l.up_taps, down_factor=l.down,
+            down_taps=l.down_taps, down_radial=l.down_radial, padding=list(l.padding))
+        attrs.update((layer_attrs or {}).get(l.name, {}))
+        smods[l.name] = Persistent("SynthesisLayer", module_src, module_state(
+            params=P(pre, ["weight", "bias"]), buffers=buffers,
+            modules={"affine": fc(f"{pre}.affine", cfg.w_dim, l.in_channels, bias_init=1)},
+            init_kwargs=ik, **attrs))
+    kwargs = dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max, magnitude_ema_beta=magnitude_ema_beta)
+    if cfg.conv_kernel != 3:
+        kwargs["conv_kernel"] = cfg.conv_kernel
+    if cfg.use_radial_filters:
+        kwargs["use_radial_filters"] = True
+    if fp32:
+        kwargs.update(num_fp16_res=0, conv_clamp=cfg.conv_clamp)
+    for f in ("num_layers", "num_critical", "first_cutoff", "first_stopband", "last_stopband_rel", "margin_size",
+              "output_scale", "filter_size", "lrelu_upsampling"):
+        default = type(cfg).__dataclass_fields__[f].default
+        if getattr(cfg, f) != default:
+            kwargs[f] = getattr(cfg, f)
+    kwargs.update(extra_kwargs or {})
+    synthesis = Persistent("SynthesisNetwork", module_src, module_state(
+        modules=smods,
+        init_kwargs=dict(w_dim=cfg.w_dim, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels, **kwargs),
+        w_dim=cfg.w_dim, num_ws=cfg.num_ws, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels,
+        num_layers=cfg.num_layers, num_critical=cfg.num_critical, margin_size=cfg.margin_size,
+        output_scale=cfg.output_scale, num_fp16_res=0 if fp32 else 4, layer_names=[l.name for l in cfg.layers()]))
+    return Persistent("Generator", module_src, module_state(
+        modules=collections.OrderedDict(synthesis=synthesis, mapping=mapping),
+        init_kwargs=dict(z_dim=cfg.z_dim, w_dim=cfg.w_dim, mapping_kwargs=EasyDict(num_layers=cfg.num_mapping_layers),
+                         **kwargs, c_dim=cfg.c_dim, img_resolution=cfg.img_resolution, img_channels=cfg.img_channels),
+        z_dim=cfg.z_dim, c_dim=cfg.c_dim, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
+        img_channels=cfg.img_channels, num_ws=cfg.num_ws))
+
+
+def stylegan3_module_src(marker_path) -> str:
+    return marker_module_src(marker_path, "class SynthesisInput: pass\n")
+
+
+def write_stylegan3_pickle(G, path, marker_path, *, protocol: int = 4, keys=("G", "D", "G_ema"), **record_kwargs):
+    """Write our StyleGAN3 ``G`` as NVIDIA's training loop pickles a StyleGAN3 snapshot."""
+    src = stylegan3_module_src(marker_path)
+    data = {}
+    if "G" in keys:
+        data["G"] = stylegan3_generator_record(G, src, **record_kwargs)
+    if "D" in keys:
+        data["D"] = discriminator_record(src, G.cfg.img_resolution)
+    if "G_ema" in keys:
+        data["G_ema"] = stylegan3_generator_record(G, src, **record_kwargs)
+    data["augment_pipe"] = None
+    data["training_set_kwargs"] = dict(class_name="training.dataset.ImageFolderDataset", path="/data/tiny.zip",
+                                       use_labels=bool(G.cfg.c_dim), max_size=100, xflip=False,
+                                       resolution=G.cfg.img_resolution, random_seed=0)
+    dump(data, path, protocol=protocol)
     return path

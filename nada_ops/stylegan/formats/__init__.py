@@ -1,7 +1,8 @@
 """Checkpoint readers/writers, one module per format.
 
-Every reader returns a :class:`ReadResult`: our architecture config plus a state dict
-whose keys are exactly those of ``nada_ops.stylegan.networks.Generator(cfg).state_dict()``.
+Every reader returns a :class:`ReadResult`: our architecture config (StyleGAN2 or StyleGAN3)
+plus a state dict whose keys are exactly those of
+``nada_ops.stylegan.networks.build_generator(cfg).state_dict()``.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class CheckpointError(ValueError):
 
 @dataclass
 class ReadResult:
-    cfg: StyleGAN2Config
+    cfg: StyleGAN2Config                      # or a StyleGAN3Config
     state_dict: dict[str, torch.Tensor]
     format: str                               # 'nvidia-pkl' | 'rosinality-pt' | 'safetensors'
     w_avg_in_checkpoint: bool = True          # False: the caller estimates w_avg
@@ -36,10 +37,10 @@ MIN_WEIGHT_BYTES = 2
 
 
 def reference_shapes(cfg: StyleGAN2Config) -> dict[str, tuple]:
-    """Shapes of ``Generator(cfg).state_dict()``, built on the meta device (no memory)."""
-    from ..networks import Generator
+    """Shapes of ``build_generator(cfg).state_dict()``, built on the meta device (no memory)."""
+    from ..networks import build_generator
     with torch.device("meta"):
-        G = Generator(cfg)
+        G = build_generator(cfg)
     return {k: tuple(v.shape) for k, v in G.state_dict().items()}
 
 
@@ -52,7 +53,7 @@ def check_weights_fit(cfg: StyleGAN2Config, present_bytes: int, path, where: str
     need = n * MIN_WEIGHT_BYTES
     if need > present_bytes:
         raise CheckpointError(
-            path, f"the architecture it declares ({cfg.img_resolution}px, channel_max {cfg.channel_max}, "
+            path, f"the architecture it declares ({cfg.img_resolution}px {cfg.family}, channel_max {cfg.channel_max}, "
                   f"w_dim {cfg.w_dim}, {cfg.num_mapping_layers} mapping layers) has {n:,} weights, at least "
                   f"{need:,} bytes, but {where} holds only {present_bytes:,} bytes of tensor data")
     return shapes

@@ -1,4 +1,5 @@
-"""Safe reader for NVIDIA's PyTorch StyleGAN2 pickles (stylegan2-ada-pytorch, stylegan3 repo).
+"""Safe reader for NVIDIA's PyTorch StyleGAN2 and StyleGAN3 (T/R) pickles (stylegan2-ada-pytorch,
+stylegan3 repo).
 
 NVIDIA's network pickles store each network as a "persistent object": the pickle calls
 ``torch_utils.persistence._reconstruct_persistent_obj(meta)``, where ``meta`` carries the
@@ -10,8 +11,13 @@ the file.  This reader never does: it unpickles with the pack's bounded unpickle
 rebuilds that validate every tensor against the bytes behind it, ``OrderedDict``, numpy
 scalars/arrays built only from raw bytes in the file, ``set``) in which the persistence
 hook is a stub that only *records* ``meta``, and everything else is refused.  The recorded state tree is then mapped onto our own
-:class:`~nada_ops.stylegan.networks.Generator` by parameter name, and every tensor is
-checked against the shapes our network expects.
+:class:`~nada_ops.stylegan.networks.Generator` (or, for StyleGAN3,
+:class:`~nada_ops.stylegan.networks_sg3.StyleGAN3Generator`) by parameter name, and every tensor is
+checked against the shapes our network expects.  For StyleGAN3 the configuration comes from the
+generator's init arguments (NVIDIA's defaults where absent) and every layer attribute the file
+records (sizes, sampling rates, cutoffs, transition bands, up/down factors, taps, margins,
+channels) and every stored filter must equal what our design computes from it: a file that
+differs anywhere is refused, never approximated.
 """
 from __future__ import annotations
 
@@ -28,15 +34,13 @@ from ...io.numpy_files import NumpyArray, numpy_allow_list
 from ...io.pickles import AllowList, BoundedUnpickler, global_name, run_unpickler
 from ...io.tensors import FLOAT_DTYPES, float32_copy
 from ...io.torch_files import open_untrusted, read_legacy_storage_bytes, torch_allow_list
-from ..config import MAX_MAPPING_LAYERS, ArchitectureError, StyleGAN2Config
+from ..config import MAX_MAPPING_LAYERS, ArchitectureError, StyleGAN2Config, StyleGAN3Config
 from . import CheckpointError, ReadResult, check_weights_fit
 
 __all__ = ["read_nvidia_pickle", "PersistentRecord", "SafeNvidiaUnpickler"]
 
 FORMAT = "nvidia-pkl"
 _MAX_DEPTH = 32          # module nesting depth accepted (a StyleGAN2 G has 4)
-_SG3_MESSAGE = ("StyleGAN3 (T/R) generators are not supported yet; only StyleGAN2 generators "
-                "(stylegan2-ada-pytorch, or stylegan3's --cfg=stylegan2) can be read")
 
 
 # ----------------------------------------------------------------------------- recording
@@ -291,44 +295,28 @@ def _consistent(path, values: dict, what: str):
     return next(iter(values.values())) if values else None
 
 
-def _build_config(G: PersistentRecord, records: dict, tensors: dict, path) -> tuple[StyleGAN2Config, dict]:
-    ik = _init_kwargs(G, path)
-    notes: dict = {}
-
+def _top_fields(G: PersistentRecord, ik: dict, path) -> dict:
     def top(name):
         v = G.state.get(name, ik.get(name))
         if v is None:
             raise CheckpointError(path, f"generator records no '{name}' (neither as attribute nor in init_kwargs)")
         return _as_int(v, path, name)
 
-    z_dim, c_dim, w_dim = top("z_dim"), top("c_dim"), top("w_dim")
-    img_resolution, img_channels = top("img_resolution"), top("img_channels")
+    out = {k: top(k) for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")}
     # Ranges first: the values below drive loops (layers, blocks) before the full check.
-    if not 32 <= img_resolution <= 1024:
-        raise CheckpointError(path, f"unsupported generator architecture: img_resolution {img_resolution} is "
-                                    "outside the supported range 32..1024")
-    if z_dim == 0:
+    if not 32 <= out["img_resolution"] <= 1024:
+        raise CheckpointError(path, f"unsupported generator architecture: img_resolution {out['img_resolution']} "
+                                    "is outside the supported range 32..1024")
+    if out["z_dim"] == 0:
         raise CheckpointError(path, "generators without a z input (z_dim=0) are not supported")
+    return out
 
-    mk = ik.get("mapping_kwargs") or {}
-    if not isinstance(mk, dict):
-        raise CheckpointError(path, f"init_kwargs.mapping_kwargs is a {type(mk).__name__}, expected a dict")
-    # stylegan2-ada-pytorch nests synthesis options in 'synthesis_kwargs'; the stylegan3
-    # repo's StyleGAN2 generator takes them as top-level keyword arguments.
-    sk = ik.get("synthesis_kwargs") or {}
-    if not isinstance(sk, dict):
-        raise CheckpointError(path, f"init_kwargs.synthesis_kwargs is a {type(sk).__name__}, expected a dict")
-    sk = dict(sk)
-    for k, v in ik.items():
-        if k not in _G_TOP_KEYS:
-            sk.setdefault(k, v)
 
+def _mapping_fields(records: dict, tensors: dict, mk: dict, dims: dict, path, notes: dict) -> dict:
+    """The mapping network's fields (shared by StyleGAN2 and StyleGAN3 generators)."""
     mapping = records.get("mapping")
-    synthesis = records.get("synthesis")
-    if mapping is None or synthesis is None:
+    if mapping is None or records.get("synthesis") is None:
         raise CheckpointError(path, "generator has no 'mapping' and 'synthesis' sub-networks")
-
-    # --- mapping network
     num_layers = _attr(mapping, "num_layers", mk.get("num_layers", 8))
     num_layers = _as_int(num_layers, path, "mapping num_layers")
     if not 1 <= num_layers <= MAX_MAPPING_LAYERS:
@@ -348,18 +336,43 @@ def _build_config(G: PersistentRecord, records: dict, tensors: dict, path) -> tu
     else:
         w_avg_present = False
         notes["w_avg"] = "not in checkpoint (w_avg_beta=None); the caller must estimate it"
+    notes["w_avg_present"] = w_avg_present
     embed_features = None
-    if c_dim > 0:
+    if dims["c_dim"] > 0:
         t = tensors.get("mapping.embed.weight")
         if t is None:
-            raise CheckpointError(path, f"class-conditional generator (c_dim={c_dim}) has no 'mapping.embed.weight'")
-        if t.ndim == 2 and t.shape[0] != w_dim:
+            raise CheckpointError(path, f"class-conditional generator (c_dim={dims['c_dim']}) has no "
+                                        "'mapping.embed.weight'")
+        if t.ndim == 2 and t.shape[0] != dims["w_dim"]:
             embed_features = int(t.shape[0])
     layer_features = None
     if num_layers > 1:
         t = tensors.get("mapping.fc0.weight")
-        if t is not None and t.ndim == 2 and t.shape[0] != w_dim:
+        if t is not None and t.ndim == 2 and t.shape[0] != dims["w_dim"]:
             layer_features = int(t.shape[0])
+    return dict(num_mapping_layers=num_layers, mapping_lr_mul=lr_mul, embed_features=embed_features,
+                layer_features=layer_features)
+
+
+def _build_config(G: PersistentRecord, records: dict, tensors: dict, path) -> tuple[StyleGAN2Config, dict]:
+    ik = _init_kwargs(G, path)
+    notes: dict = {}
+    dims = _top_fields(G, ik, path)
+    img_resolution = dims["img_resolution"]
+
+    mk = ik.get("mapping_kwargs") or {}
+    if not isinstance(mk, dict):
+        raise CheckpointError(path, f"init_kwargs.mapping_kwargs is a {type(mk).__name__}, expected a dict")
+    # stylegan2-ada-pytorch nests synthesis options in 'synthesis_kwargs'; the stylegan3
+    # repo's StyleGAN2 generator takes them as top-level keyword arguments.
+    sk = ik.get("synthesis_kwargs") or {}
+    if not isinstance(sk, dict):
+        raise CheckpointError(path, f"init_kwargs.synthesis_kwargs is a {type(sk).__name__}, expected a dict")
+    sk = dict(sk)
+    for k, v in ik.items():
+        if k not in _G_TOP_KEYS:
+            sk.setdefault(k, v)
+    mapping_fields = _mapping_fields(records, tensors, mk, dims, path, notes)
 
     # --- synthesis network
     if img_resolution < 4 or img_resolution & (img_resolution - 1):
@@ -413,23 +426,207 @@ def _build_config(G: PersistentRecord, records: dict, tensors: dict, path) -> tu
     notes["num_fp16_res"] = sk.get("num_fp16_res")
     try:
         cfg = StyleGAN2Config(
-            img_resolution=img_resolution, img_channels=img_channels, z_dim=z_dim, w_dim=w_dim,
-            c_dim=c_dim, channel_base=_as_int(channel_base, path, "channel_base"),
-            channel_max=_as_int(channel_max, path, "channel_max"), num_mapping_layers=num_layers,
-            mapping_lr_mul=lr_mul, embed_features=embed_features, layer_features=layer_features,
-            conv_clamp=conv_clamp,
+            **dims, channel_base=_as_int(channel_base, path, "channel_base"),
+            channel_max=_as_int(channel_max, path, "channel_max"), **mapping_fields, conv_clamp=conv_clamp,
         ).validate("architecture")
     except ArchitectureError as e:
         raise CheckpointError(path, f"unsupported generator architecture: {e}") from None
-    notes["w_avg_present"] = w_avg_present
     return cfg, notes
 
 
-def _map_state(cfg: StyleGAN2Config, tensors: dict, notes: dict, path,
-               expected: dict[str, tuple]) -> dict[str, torch.Tensor]:
+# ------------------------------------------------------------------------------ StyleGAN3
+#: Generator init arguments of NVIDIA's StyleGAN3 (synthesis options at the top level) and the
+#: config field each one sets; None = accepted and not part of the architecture (training /
+#: runtime options).
+_SG3_KWARGS = {
+    "channel_base": "channel_base", "channel_max": "channel_max", "num_layers": "num_layers",
+    "num_critical": "num_critical", "first_cutoff": "first_cutoff", "first_stopband": "first_stopband",
+    "last_stopband_rel": "last_stopband_rel", "margin_size": "margin_size", "output_scale": "output_scale",
+    "conv_kernel": "conv_kernel", "filter_size": "filter_size", "lrelu_upsampling": "lrelu_upsampling",
+    "use_radial_filters": "use_radial_filters", "conv_clamp": "conv_clamp",
+    "num_fp16_res": None, "magnitude_ema_beta": None,
+}
+_SG3_INT = {"channel_base", "channel_max", "num_layers", "num_critical", "margin_size", "conv_kernel", "filter_size",
+            "lrelu_upsampling"}
+_SG3_FLOAT = {"first_cutoff", "first_stopband", "last_stopband_rel", "output_scale"}
+
+
+def _plain_scalar(v):
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if v is None or type(v) in (bool, int, float) or (type(v) is str and len(v) <= 200):
+        return v
+    return _NOT_PLAIN
+
+
+_NOT_PLAIN = object()
+
+
+def _plain(v):
+    """A recorded scalar, or a flat list / small array of scalars, as plain Python (int, float,
+    bool, str, None, tuple); anything else (nested or large containers from the file are never
+    walked) as a bounded description."""
+    if isinstance(v, NumpyArray):
+        a = v.array
+        if a is None or a.size > 16 or a.dtype.kind not in "biuf":
+            return describe(v)
+        return tuple(x.item() for x in a.reshape(-1))
+    if type(v) in (list, tuple):
+        if len(v) > 64:
+            return describe(v)
+        items = tuple(_plain_scalar(x) for x in v)
+        return describe(v) if any(x is _NOT_PLAIN for x in items) else items
+    x = _plain_scalar(v)
+    return describe(v) if x is _NOT_PLAIN else x
+
+
+def _same(got, want) -> bool:
+    got, want = _plain(got), _plain(want)
+    if isinstance(want, tuple):
+        return isinstance(got, tuple) and len(got) == len(want) and all(_same(a, b) for a, b in zip(got, want))
+    if isinstance(want, bool) or isinstance(got, bool):
+        return type(got) is bool and got == want
+    if isinstance(want, (int, float)) and isinstance(got, (int, float)):
+        return math.isclose(float(got), float(want), rel_tol=1e-9, abs_tol=1e-12)
+    return got == want
+
+
+def _sg3_value(name, v, path):
+    if name in _SG3_INT:
+        return _as_int(v, path, name)
+    if name in _SG3_FLOAT:
+        f = _as_float_or_none(v, path, name)
+        if f is None:
+            raise CheckpointError(path, f"{name} is None, expected a number")
+        return f
+    if name == "use_radial_filters":
+        if not isinstance(v, (bool, np.bool_)):
+            raise CheckpointError(path, f"use_radial_filters is {describe(v)}, expected true or false")
+        return bool(v)
+    if name == "conv_clamp":
+        f = _as_float_or_none(v, path, name)
+        return int(f) if f is not None and f == int(f) else f
+    return v
+
+
+def _build_config_sg3(G: PersistentRecord, records: dict, tensors: dict, path) -> tuple[StyleGAN3Config, dict]:
+    ik = _init_kwargs(G, path)
+    notes: dict = {}
+    dims = _top_fields(G, ik, path)
+    mk = ik.get("mapping_kwargs") or {}
+    if not isinstance(mk, dict):
+        raise CheckpointError(path, f"init_kwargs.mapping_kwargs is a {type(mk).__name__}, expected a dict")
+    sk = {k: v for k, v in ik.items() if k not in _G_TOP_KEYS}
+    unknown = sorted(str(k)[:60] for k in sk if k not in _SG3_KWARGS)
+    if unknown:
+        raise CheckpointError(path, f"StyleGAN3 generator with unknown options {unknown[:6]}: this variant of "
+                                    "NVIDIA's code is not supported")
+    synthesis = records.get("synthesis")
+    fields = {}
+    for name, field_name in _SG3_KWARGS.items():
+        if field_name is None:
+            continue
+        v = sk.get(name)
+        if name in ("num_layers", "num_critical", "margin_size", "output_scale") and name in synthesis.state:
+            rec = synthesis.state[name]
+            if name in sk and not _same(rec, v):
+                raise CheckpointError(path, f"the synthesis network records {name}={describe(_plain(rec))} but the "
+                                            f"generator's init arguments say {describe(_plain(v))}")
+            v = rec
+        if name in sk or v is not None:
+            fields[field_name] = _sg3_value(name, v, path)
+    notes["num_fp16_res"] = _plain(_attr(synthesis, "num_fp16_res", sk.get("num_fp16_res")))
+    mapping_fields = _mapping_fields(records, tensors, mk, dims, path, notes)
+    if mapping_fields.pop("embed_features") is not None or mapping_fields.pop("layer_features") is not None:
+        raise CheckpointError(path, "StyleGAN3 mapping network with hidden/embedding sizes other than w_dim")
+    # The layers' conv_clamp is what the forward pass uses.
+    layer_recs = {k: r for k, r in records.items() if re.fullmatch(r"synthesis\.L\d+_\d+_\d+", k)}
+    clamps = {k: r.state["conv_clamp"] for k, r in layer_recs.items() if "conv_clamp" in r.state}
+    if clamps:
+        fields["conv_clamp"] = _sg3_value("conv_clamp", _consistent(path, clamps, "conv_clamp"), path)
+    try:
+        cfg = StyleGAN3Config(**dims, **mapping_fields, **fields).validate("architecture")
+    except ArchitectureError as e:
+        raise CheckpointError(path, f"unsupported StyleGAN3 architecture: {e}") from None
+    except TypeError as e:
+        raise CheckpointError(path, f"unsupported StyleGAN3 architecture: {e}") from None
+    _check_sg3_layers(cfg, records, path)
+    return cfg, notes
+
+
+def _check_sg3_layers(cfg: StyleGAN3Config, records: dict, path) -> None:
+    """Every layer attribute the file records must be what our design computes."""
+    names = cfg.layer_names()
+    synthesis = records["synthesis"]
+    recorded = synthesis.state.get("layer_names")
+    if recorded is not None and _plain(recorded) != tuple(names):
+        raise CheckpointError(path, f"the synthesis layers are {describe(recorded, 300)}; the configuration gives "
+                                    f"{names} (a StyleGAN3 variant this pack does not support)")
+    have = sorted(k.split(".")[1] for k in records if k.count(".") == 1 and k.startswith("synthesis."))
+    extra = sorted(set(have) - set(names) - {"input"})
+    if extra:
+        raise CheckpointError(path, f"unexpected synthesis sub-network(s) {extra[:5]} for the configuration")
+    inp = records.get("synthesis.input")
+    if inp is None:
+        raise CheckpointError(path, "missing synthesis layer 'synthesis.input' (the Fourier features)")
+    spec = cfg.input_spec()
+    checks = [("synthesis.input", inp, {"channels": spec["channels"], "size": (spec["size"], spec["size"]),
+                                        "sampling_rate": spec["sampling_rate"], "bandwidth": spec["bandwidth"]})]
+    for l in cfg.layers():
+        rec = records.get(f"synthesis.{l.name}")
+        if rec is None:
+            raise CheckpointError(path, f"missing synthesis layer 'synthesis.{l.name}'")
+        checks.append((f"synthesis.{l.name}", rec, {
+            "is_torgb": l.is_torgb, "is_critically_sampled": l.is_critically_sampled,
+            "in_channels": l.in_channels, "out_channels": l.out_channels,
+            "in_size": (l.in_size, l.in_size), "out_size": (l.out_size, l.out_size),
+            "in_sampling_rate": l.in_sampling_rate, "out_sampling_rate": l.out_sampling_rate,
+            "tmp_sampling_rate": l.tmp_sampling_rate, "in_cutoff": l.in_cutoff, "out_cutoff": l.out_cutoff,
+            "in_half_width": l.in_half_width, "out_half_width": l.out_half_width, "conv_kernel": l.conv_kernel,
+            "up_factor": l.up, "down_factor": l.down, "up_taps": l.up_taps, "down_taps": l.down_taps,
+            "down_radial": l.down_radial, "padding": l.padding}))
+    for key, rec, want in checks:
+        for attr, value in want.items():
+            if attr in rec.state and not _same(rec.state[attr], value):
+                raise CheckpointError(
+                    path, f"'{key}' records {attr}={describe(_plain(rec.state[attr]))} but the configuration gives "
+                          f"{value!r}: this StyleGAN3 variant is not supported")
+
+
+def _sg3_filter_checker(cfg: StyleGAN3Config, path):
+    """For ``_map_state``: the file's up/down filters must equal our designed ones."""
+    from ..networks_sg3 import layer_filters
+    designed = {}
+    for l in cfg.layers():
+        fu, fd = layer_filters(l)
+        designed[f"synthesis.{l.name}.up_filter"] = fu
+        designed[f"synthesis.{l.name}.down_filter"] = fd
+
+    def check(key, t) -> bool:
+        if key not in designed:
+            return False
+        want = designed[key]
+        if want is None:
+            raise CheckpointError(path, f"'{key}' is stored but this layer has no filter in the design")
+        if tuple(t.shape) != tuple(want.shape) or t.dtype not in FLOAT_DTYPES:
+            raise CheckpointError(path, f"'{key}' has shape {list(t.shape)}, the design gives {list(want.shape)}")
+        got = float32_copy(t.detach())
+        if not torch.isfinite(got).all() or not torch.allclose(got, want, rtol=1e-4, atol=1e-6 * float(want.abs().max())):
+            raise CheckpointError(path, f"'{key}' differs from the low-pass filter NVIDIA's design gives for this "
+                                        "layer; custom filters are not supported")
+        return True
+    return check
+
+
+def _map_state(cfg, tensors: dict, notes: dict, path, expected: dict[str, tuple]) -> dict[str, torch.Tensor]:
     from ...ops import setup_filter
 
-    ref_filter = setup_filter(list(cfg.resample_filter))
+    sg3_filter = _sg3_filter_checker(cfg, path) if cfg.family == "stylegan3" else None
+    ref_filter = None if sg3_filter else setup_filter(list(cfg.resample_filter))
     out: dict[str, torch.Tensor] = {}
     no_noise = set(notes.get("layers_without_noise") or ())
     for key, shape in expected.items():
@@ -451,6 +648,10 @@ def _map_state(cfg: StyleGAN2Config, tensors: dict, notes: dict, path,
         out[key] = float32_copy(t.detach())     # the one copy; the file's buffers are dropped
     extra = sorted(set(tensors) - set(expected))
     for key in extra:
+        if sg3_filter is not None:
+            if sg3_filter(key, tensors[key]):
+                continue
+            raise CheckpointError(path, f"unexpected tensor '{key}' (not part of a StyleGAN3 generator)")
         if key.endswith(".resample_filter"):
             f = tensors[key]
             if tuple(f.shape) != tuple(ref_filter.shape) or not torch.allclose(f.float(), ref_filter, atol=1e-6):
@@ -491,7 +692,8 @@ def read_nvidia_pickle(path, network: str = "G_ema") -> ReadResult:
     """Read one generator (default ``G_ema``) from an NVIDIA PyTorch network pickle.
 
     Never executes code from the file. Raises :class:`CheckpointError` (naming the file
-    and the problem) for anything that is not a readable StyleGAN2 skip generator.
+    and the problem) for anything that is not a readable StyleGAN2 skip generator or
+    StyleGAN3 (T/R) generator.
     """
     top, file_size = _unpickle(path)
     other_keys: list[str] = []
@@ -519,17 +721,17 @@ def read_nvidia_pickle(path, network: str = "G_ema") -> ReadResult:
             path, f"'{network}' is a {type(G).__name__}, not one of NVIDIA's persistent network objects")
     if G.kind not in (None, "class"):
         raise CheckpointError(path, f"'{network}' has persistent object type {describe(G.kind)}, expected 'class'")
-    if _is_stylegan3(G):
-        raise CheckpointError(path, _SG3_MESSAGE)
+    sg3 = _is_stylegan3(G)
     cname = str(G.class_name)             # a short str or None (checked when recorded)
     if cname.rsplit(".", 1)[-1] != "Generator":
-        raise CheckpointError(path, f"'{network}' is a {describe(G.class_name)}, not a StyleGAN2 Generator")
+        raise CheckpointError(path, f"'{network}' is a {describe(G.class_name)}, not a StyleGAN "
+                                    f"{'3' if sg3 else '2'} Generator")
 
     tensors: dict[str, torch.Tensor] = {}
     records: dict[str, PersistentRecord] = {}
     try:
         _flatten(G, path, "", tensors, records, 0, set())
-        cfg, notes = _build_config(G, records, tensors, path)
+        cfg, notes = (_build_config_sg3 if sg3 else _build_config)(G, records, tensors, path)
         # The declared architecture must fit in the tensor data really present, before
         # any weight is copied or any network built.
         present = min(file_size, sum(t.numel() * t.element_size() for t in tensors.values()))
@@ -541,7 +743,9 @@ def read_nvidia_pickle(path, network: str = "G_ema") -> ReadResult:
         raise CheckpointError(path, f"'{network}' has an unexpected structure ({_short(e)})") from None
 
     family = "stylegan2-ada-pytorch"
-    if "fused_modconv_default" in G.module_src or "networks_stylegan2" in G.module_src:
+    if sg3:
+        family = f"stylegan3 ({cfg.architecture})"
+    elif "fused_modconv_default" in G.module_src or "networks_stylegan2" in G.module_src:
         family = "stylegan3 (StyleGAN2 config)"
     provenance = {
         "source_format": FORMAT,

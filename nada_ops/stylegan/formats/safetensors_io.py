@@ -1,12 +1,16 @@
 """This pack's own generator format: a flat safetensors file plus string metadata.
 
 Metadata keys (all strings, values JSON where noted):
-- ``format``: ``"nada-stylegan2"``; ``format_version``: ``"1"``
-- ``architecture``: JSON of :class:`StyleGAN2Config` (resolution, channels, dims, ...)
+- ``format``: ``"nada-stylegan2"`` (StyleGAN2) or ``"nada-stylegan3"`` (StyleGAN3 T/R);
+  ``format_version``: ``"1"``.  StyleGAN2 files are exactly what earlier versions wrote; an
+  earlier version refuses a StyleGAN3 file by its format name.
+- ``architecture``: JSON of :class:`StyleGAN2Config` (resolution, channels, dims, ...) or of
+  :class:`StyleGAN3Config` (also the layer design: layers, cutoffs, margin, kernel, radial filters)
 - ``provenance``: JSON object: where the weights came from (source file/format, whether
   ``w_avg`` was estimated) and ``history``, a list of operations applied by this pack
   (adaptation prompts, CLIP models, settings, iterations; interpolations; ...).
-Tensor keys are those of ``Generator(cfg).state_dict()``.
+Tensor keys are those of ``build_generator(cfg).state_dict()`` (StyleGAN3's designed filters are
+not stored: they follow from the architecture).
 """
 from __future__ import annotations
 
@@ -19,10 +23,12 @@ from ...io.errors import UntrustedFileError, describe
 from ...io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header
 from ...io.tensors import FLOAT_DTYPES
 from ...io.torch_files import open_untrusted
-from ..config import ArchitectureError, StyleGAN2Config
+from ..config import ArchitectureError, StyleGAN2Config, config_from_dict
 from . import CheckpointError, ReadResult, check_weights_fit
 
 FORMAT_NAME = "nada-stylegan2"
+#: format name per generator family (the architecture JSON is that family's config)
+FORMAT_NAMES = {"stylegan2": FORMAT_NAME, "stylegan3": "nada-stylegan3"}
 FORMAT_VERSION = "1"
 #: Nesting accepted in the 'provenance' metadata (histories of settings are a few levels deep).
 MAX_PROVENANCE_DEPTH = 16
@@ -63,16 +69,18 @@ def read_safetensors_generator(path) -> ReadResult:
 def _validate(header, path) -> tuple[StyleGAN2Config, dict]:
     meta = header.metadata
     fmt = meta.get("format")
-    if fmt != FORMAT_NAME:
-        raise CheckpointError(path, f"safetensors metadata field 'format' is {describe(fmt)}, expected "
-                                    f"{FORMAT_NAME!r} (is this a StyleGAN generator saved by this pack?)")
+    family = {v: k for k, v in FORMAT_NAMES.items()}.get(fmt) if type(fmt) is str else None
+    if family is None:
+        raise CheckpointError(path, f"safetensors metadata field 'format' is {describe(fmt)}, expected one of "
+                                    f"{sorted(FORMAT_NAMES.values())} (is this a StyleGAN generator saved by this "
+                                    "pack?)")
     ver = meta.get("format_version")
     if ver != FORMAT_VERSION:
         raise CheckpointError(path, f"metadata field 'format_version' is {describe(ver)}; this version of the pack "
                                     f"reads {FORMAT_VERSION!r}")
     arch = _meta_json(meta, "architecture", path, "", max_depth=2)
     try:
-        cfg = StyleGAN2Config.from_dict(arch, where="metadata field 'architecture'")
+        cfg = config_from_dict(arch, family, where="metadata field 'architecture'")
     except ArchitectureError as e:
         raise CheckpointError(path, str(e)) from None
     prov = _meta_json(meta, "provenance", path, "{}", max_depth=MAX_PROVENANCE_DEPTH)
@@ -101,11 +109,11 @@ def _validate(header, path) -> tuple[StyleGAN2Config, dict]:
 
 
 def write_safetensors_generator(G, path, provenance: dict | None = None) -> None:
-    """Save generator ``G`` (networks.Generator) atomically with architecture + provenance."""
+    """Save generator ``G`` (StyleGAN2 or StyleGAN3) atomically with architecture + provenance."""
     from safetensors.torch import save_file
     sd = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in G.state_dict().items()}
     meta = {
-        "format": FORMAT_NAME,
+        "format": FORMAT_NAMES[G.cfg.family],
         "format_version": FORMAT_VERSION,
         "architecture": G.cfg.to_json(),
         "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
