@@ -303,7 +303,7 @@ def _eval(G, m, guidance, ws, s):
 
 
 def test_training_lowers_the_loss_on_unseen_latents_and_leaves_the_generator(setup):
-    G, clip, guidance, cfg, held_out = setup
+    G, _, guidance, cfg, held_out = setup
     before = {k: v.clone() for k, v in G.state_dict().items()}
     s = MapperSettings(iterations=50, preview_every=25, seed=1)
     steps = []
@@ -338,7 +338,7 @@ def test_norm_loss_keeps_the_embedding_norms(setup):
 
 
 def test_large_lambda_l2_keeps_the_mapped_latents_close(setup):
-    G, clip, guidance, cfg, held_out = setup
+    G, _, guidance, cfg, held_out = setup
     dist = {}
     for lam in (0.0, 200.0):
         s = MapperSettings(iterations=30, preview_every=0, lambda_l2=lam, lambda_norm=0.0, seed=3)
@@ -350,7 +350,7 @@ def test_large_lambda_l2_keeps_the_mapped_latents_close(setup):
 
 
 def test_cancel_keeps_what_was_trained(setup):
-    G, clip, guidance, cfg, _ = setup
+    G, _, guidance, cfg, _ = setup
 
     class Stop(Exception):
         pass

@@ -142,7 +142,7 @@ def test_dog_to_cat_example_graph(comfy, tmp_path):
         "NADAAdaptGenerator": {"iterations": 2, "preview_every": 1},
         "NADATrainLatentMapper": {"iterations": 3, "preview_every": 3},
     }
-    results, core = run_workflow(wf, comfy.pack.NODE_CLASS_MAPPINGS, overrides)
+    _, core = run_workflow(wf, comfy.pack.NODE_CLASS_MAPPINGS, overrides)
     before, after = core.saved_images
     assert before.shape == after.shape == (4, 32, 32, 3) and not torch.equal(before, after)
     (saved,) = (comfy.models_dir / "stylegan_mappers").glob("dog_to_cat_*.safetensors")

@@ -2,7 +2,6 @@
 (example_workflows/latent_mapper_dog_to_cat.jpg, 640 x 360): python tools/draw_mapper_card.py"""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
