@@ -69,6 +69,8 @@ RANGES: dict[str, Range] = {
     "n_i": Range(int, 1, 10_000, "layer-selection optimisation steps"),
     "lambda_global": Range(float, 0.0, 1e6, "global CLIP loss weight"),
     "preview_every": Range(int, 0, 1_000_000, "iterations between sample grids (0 = none)"),
+    # latent mapper
+    "mapper_lambda": Range(float, 0.0, 1e6, "latent-mapper loss weight"),
 }
 
 #: Most seeds one request may name (each one becomes a rendered image or video).

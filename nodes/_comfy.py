@@ -11,6 +11,7 @@ CLIP_FOLDER = "open_clip"
 DIRECTION_FOLDER = "latent_directions"
 ENCODER_FOLDER = "stylegan_encoders"
 LANDMARK_FOLDER = "face_landmarks"
+MAPPER_FOLDER = "stylegan_mappers"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
 
 # Custom types (pack-prefixed: type names are global in ComfyUI).
@@ -47,7 +48,8 @@ def register_model_folders() -> None:
                       (CLIP_FOLDER, {".pt", ".bin", ".safetensors", ".pth"}),
                       (DIRECTION_FOLDER, {".npy", ".pt", ".pth"}),
                       (ENCODER_FOLDER, {".pt", ".pth"}),
-                      (LANDMARK_FOLDER, {".dat"})):
+                      (LANDMARK_FOLDER, {".dat"}),
+                      (MAPPER_FOLDER, {".safetensors", ".pt", ".pth"})):
         default = os.path.join(fp.models_dir, key)
         if key in fp.folder_names_and_paths:
             paths, known = fp.folder_names_and_paths[key]

@@ -26,6 +26,8 @@ WIDGET_H = 24         # one widget row (20 + 4 spacing)
 # What the saved view must fit into, in canvas pixels: a 1600 x 1000 browser window minus ComfyUI's
 # side bar (~70 px) and top bars (~80 px), and above its minimap (bottom right, ~300 px tall).
 VIEW = (1500, 620)
+#: Nodes whose training panel grows when a run starts: nothing may sit below them.
+PANEL_NODES = ("NADAAdaptGenerator", "NADATrainLatentMapper")
 
 SOURCE = "stylegan2-ffhq-1024x1024.pkl"
 ADAPTED = "nada/pencil_sketch_00001.safetensors"
@@ -154,10 +156,10 @@ class Workflow:
 
     def finish(self) -> dict:
         # the training panel grows when a run starts: nothing may sit below Adapt Generator
-        for a in (n for n in self.nodes if n["type"] == "NADAAdaptGenerator"):
+        for a in (n for n in self.nodes if n["type"] in PANEL_NODES):
             below = [n["type"] for n in self.nodes if n is not a and n["pos"][1] > a["pos"][1]
                      and n["pos"][0] < a["pos"][0] + a["size"][0] and a["pos"][0] < n["pos"][0] + n["size"][0]]
-            assert not below, f"nodes below Adapt Generator would be covered when its panel grows: {below}"
+            assert not below, f"nodes below {a['type']} would be covered when its panel grows: {below}"
         # the saved view shows the whole graph (with a margin)
         x0, y0, x1, y1 = self.extent()
         self.scale = min(self.scale, int(min(VIEW[0] / (x1 - x0 + 40), VIEW[1] / (y1 - y0 + 40)) * 100) / 100)
@@ -369,6 +371,76 @@ Batch rendering without the UI: `python -m nada_ops render-transition --generato
            inputs={"video": (rt, 2)})
     return wf.finish()
 
+AFHQ_DOG = "afhqdog.pkl"
+AFHQ_NOTE = f"""**Model files** (put them in place, then press *R* to refresh the lists):
+
+- `ComfyUI/models/stylegan/{AFHQ_DOG}`: NVIDIA's StyleGAN2-ADA AFHQ Dog generator (512 px, PyTorch format) from
+  the *stylegan2-ada-pytorch* pretrained networks:
+  `https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/{AFHQ_DOG}`. Pickles are read without running
+  any code from them.
+- `ComfyUI/models/open_clip/`: OpenAI's CLIP weights as safetensors, `{CLIP_FILES['ViT-B-32'][0]}` and
+  `{CLIP_FILES['ViT-B-16'][0]}` (ComfyUI offers to download them when the workflow opens: open_clip's
+  `open_clip_model.safetensors` from Hugging Face, `timm/vit_base_patch32_clip_224.openai` and
+  `timm/vit_base_patch16_clip_224.openai`). OpenAI's own `ViT-B-32.pt` / `ViT-B-16.pt` work too."""
+
+
+def latent_mapper_dog_to_cat(m):
+    wf = Workflow(m, scale=0.8)
+    wf.add("MarkdownNote", [20, 20], size=[420, 940], widgets={"text": f"""# Dog -> cat: adapt, then mine with a latent mapper
+
+Large shape changes need two stages (StyleGAN-NADA, sec. 4.3, Figs. 7 and 24):
+
+1. **Adapt Generator** with the animal preset (*Layer Freeze Schedule*: adaptive, k = 3; 2000 iterations, no style
+   mixing). The adapted generator makes cats, but some latents still give dog-like or in-between animals.
+2. **Train Latent Mapper** on the adapted generator: a StyleCLIP latent mapper learns to move every latent to where
+   the generator shows a cat (CLIP loss + lambda_L2 0.5 + the embedding-norm loss lambda_norm 0.2 of eq. 5, which
+   keeps the CLIP embedding norms from growing; that growth comes with artefacts such as open mouths and big
+   tongues). Its latents are sampled fresh every iteration: no dataset needed.
+
+The same seeds are rendered with the adapted generator before and after the mapper (*Apply Latent Mapper*). Both
+training nodes show their loss curve and preview while they run; Cancel keeps what was trained. The adapted
+generator is saved to `models/stylegan/nada/`, the mapper to `models/stylegan_mappers/`
+(*Load Latent Mapper* lists it; it also reads StyleCLIP's `.pt` mapper checkpoints).
+
+{AFHQ_NOTE}
+
+**Time**: on a GPU the adaptation takes several minutes and the mapper's 10,000 iterations about as long again
+(StyleCLIP trains mappers for up to 50,000); on a CPU lower both a lot. Watch the previews.
+
+Command line: `python -m nada_ops adapt ... --schedule adaptive --k 3 --mixing 0 --iterations 2000`, then
+`python -m nada_ops mapper train --generator adapted.safetensors --target cat --out cat_mapper.safetensors` and
+`python -m nada_ops mapper apply --mapper cat_mapper.safetensors --generator adapted.safetensors --seeds 0-7 --out
+grid.png`.
+"""})
+    gen = wf.add("NADALoadStyleGAN", [470, 20], widgets={"model": AFHQ_DOG})
+    clip = clip_loader(wf, wf.below(gen))
+    lat = wf.add("NADASampleW", wf.below(clip), widgets={"seed": 0, "batch_size": 4, "truncation_psi": 0.7},
+                 inputs={"generator": (gen, 0)}, title="Sample W (the same seeds before and after)")
+    direction = wf.add("NADACLIPDirection", [830, 20], widgets={"source_text": "dog", "target_text": "cat"},
+                       inputs={"clip": (clip, 0)})
+    sched = wf.add("NADALayerFreezeSchedule", wf.below(direction),
+                   widgets={"preset": "animal / large shape (adaptive k=3)", "mode": "adaptive", "k": 3})
+    save_g = wf.add("NADASaveGenerator", wf.below(sched), widgets={"filename_prefix": "nada/dog_to_cat"})
+    adapt = wf.add("NADAAdaptGenerator", [1190, 20], size=[400, 0],
+                   widgets={"iterations": 2000, "mixing_prob": 0.0},
+                   inputs={"generator": (gen, 0), "clip": (clip, 0), "direction": (direction, 0),
+                           "schedule": (sched, 0)})
+    wf.connect(adapt, 0, save_g, "generator")
+    mapper = wf.add("NADATrainLatentMapper", [1630, 20], size=[400, 0], widgets={"target_text": "cat"},
+                    inputs={"generator": (adapt, 0), "clip": (clip, 0)})
+    wf.add("NADASaveLatentMapper", [2070, 20], widgets={"filename_prefix": "dog_to_cat"},
+           inputs={"mapper": (mapper, 0)})
+    mapped = wf.add("NADAApplyLatentMapper", [2070, 160], inputs={"mapper": (mapper, 0), "latents": (lat, 0)})
+    before = wf.add("NADASynthesize", wf.below(mapped), widgets={"batch_size": 4},
+                    inputs={"generator": (adapt, 0), "latents": (lat, 0)}, title="Adapted (before the mapper)")
+    after = wf.add("NADASynthesize", wf.below(before), widgets={"batch_size": 4},
+                   inputs={"generator": (adapt, 0), "latents": (mapped, 0)}, title="Adapted + mapper (after)")
+    wf.add("PreviewImage", [2430, 20], size=[320, 330], inputs={"images": (before, 0)},
+           title="Before the mapper")
+    wf.add("SaveImage", [2430, 420], size=[320, 330], widgets={"filename_prefix": "nada/dog_to_cat_mapped"},
+           inputs={"images": (after, 0)}, title="After the mapper (same seeds)")
+    return wf.finish()
+
 
 ENCODER = "e4e_ffhq_encode.pt"
 #: Landmarks (5 points: eyes, nose tip, mouth corners) of a face that is already FFHQ-aligned at 1024 px:
@@ -496,6 +568,7 @@ EXAMPLES = {
     "transition_video": transition_video,
     "encode_photo_to_adapted": encode_photo_to_adapted,
     "stylegan3_adaptation": stylegan3_adaptation,
+    "latent_mapper_dog_to_cat": latent_mapper_dog_to_cat,
 }
 
 

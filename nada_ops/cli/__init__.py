@@ -21,6 +21,7 @@ COMMANDS = {
                                     "or a job file"),
     "models": ("models", "list the models the pack can download by name, and which are here"),
     "download": ("download", "download catalogue models by name (e.g. ffhq, afhqdog, ViT-B-32) into the models folder"),
+    "mapper": ("mapper", "latent mapper on an adapted generator (StyleGAN-NADA sec. 4.3): train | apply"),
 }
 
 

@@ -1,4 +1,4 @@
-// StyleGAN-NADA: live training dashboard on the "Adapt Generator (NADA)" node.
+// StyleGAN-NADA: live training dashboard on the "Adapt Generator (NADA)" and "Train Latent Mapper" nodes.
 //
 // Loss curve, iteration counter + ETA, the latest preview grid and (with adaptive layer freezing)
 // a heat map of the W+ indices trained at each iteration. Data: websocket messages sent by
@@ -24,6 +24,11 @@ import {
 import { el } from "./dom.js";
 
 export const NODE_TYPE = "NADAAdaptGenerator";
+/** Nodes that get the panel, with where their snapshots / partial results go and what the preview shows. */
+export const NODE_KINDS = {
+  NADAAdaptGenerator: { folder: "models/stylegan", loader: "Load StyleGAN", bottom: "adapted" },
+  NADATrainLatentMapper: { folder: "models/stylegan_mappers", loader: "Load Latent Mapper", bottom: "mapped" },
+};
 const WIDGET_NAME = "nada_dashboard";
 const CURVE_W = 320;
 const CURVE_H = 90;
@@ -72,6 +77,7 @@ function injectStyle() {
 class Panel {
   constructor(node) {
     this.node = node;
+    this.kind = Object.prototype.hasOwnProperty.call(NODE_KINDS, node.comfyClass ?? "") ? NODE_KINDS[node.comfyClass] : NODE_KINDS[NODE_TYPE];
     this.state = initialState();
     this.drawnVersion = -1;
     this.abort = null;
@@ -118,7 +124,7 @@ class Panel {
       "Layers trained per iteration (adaptive freezing): rows w0 (coarse, top) to fine (bottom), time left to right");
     this.previewWrap = el("div", "nada-preview", root);
     this.img = el("img", null, this.previewWrap);
-    this.img.alt = "latest preview: top row source, bottom row adapted";
+    this.img.alt = `latest preview: top row source, bottom row ${this.kind.bottom}`;
     this.snapsEl = el("div", "nada-snaps", root);
     this.msgEl = el("div", "nada-message", root);
   }
@@ -180,12 +186,12 @@ class Panel {
     const stopped = s.status === "error" || s.status === "interrupted";
     this.msgEl.textContent = stopped ? (s.message || s.status) : "";
     this.msgEl.classList.toggle("kept", s.status === "interrupted");
-    this.msgEl.title = s.saved ? `models/stylegan/${s.saved}` : "";
+    this.msgEl.title = s.saved ? `${this.kind.folder}/${s.saved}` : "";
     const snaps = s.snapshots || [];
     this.snapsEl.classList.toggle("on", snaps.length > 0);
     this.snapsEl.textContent = snaps.length
-      ? `snapshots (Load StyleGAN): ${snaps.map((x) => x.step).join(", ")}` : "";
-    this.snapsEl.title = snaps.map((x) => `step ${x.step}, loss ${formatLoss(x.loss)}: models/stylegan/${x.file}`).join("\n");
+      ? `snapshots (${this.kind.loader}): ${snaps.map((x) => x.step).join(", ")}` : "";
+    this.snapsEl.title = snaps.map((x) => `step ${x.step}, loss ${formatLoss(x.loss)}: ${this.kind.folder}/${x.file}`).join("\n");
     if (s.status !== "idle" && !this.grown) this.grow();
     this.node.setDirtyCanvas?.(true, false);
   }
@@ -298,7 +304,7 @@ app.registerExtension({
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== NODE_TYPE) return;
+    if (!Object.prototype.hasOwnProperty.call(NODE_KINDS, nodeData?.name ?? "")) return;
     const onNodeCreated = nodeType.prototype.onNodeCreated;
     nodeType.prototype.onNodeCreated = function () {
       const r = onNodeCreated?.apply(this, arguments);
