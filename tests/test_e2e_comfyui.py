@@ -83,6 +83,30 @@ def _write_test_generator(path: Path, seed: int = 0) -> None:
     save_generator(Generator(cfg).eval(), str(path), {"note": "random generator for the end-to-end test"})
 
 
+def _write_example_stand_ins(base: Path) -> None:
+    """Small stand-ins under the other examples' own file names (formats are read from the content):
+    NVIDIA's AFHQ dog model, a StyleGAN3 pickle in NVIDIA's real structure, an e4e checkpoint in the
+    authors' format that belongs to the stand-in generator."""
+    import shutil
+
+    import torch
+    from nada_ops.stylegan.io import load_generator
+    from nada_ops.stylegan.networks import estimate_w_avg
+    sys.path.insert(0, str(ROOT / "tests"))
+    from sg3_helpers import tiny_sg3
+    from writers.encoders import write_encoder_checkpoint
+    from writers.nvidia_pickle import write_stylegan3_pickle
+    sg = base / "models" / "stylegan"
+    shutil.copy(sg / MODEL_NAME, sg / "afhqdog.pkl")
+    G3 = tiny_sg3("t", seed=11, img_resolution=64, num_layers=4, num_critical=1, margin_size=2)
+    with torch.no_grad():
+        G3.mapping.w_avg.copy_(estimate_w_avg(G3, 256))
+    write_stylegan3_pickle(G3, sg / "stylegan3-t-ffhqu-256x256.pkl", base / "module_src_was_executed")
+    (base / "models" / "stylegan_encoders").mkdir(parents=True, exist_ok=True)
+    write_encoder_checkpoint(base / "models" / "stylegan_encoders" / "e4e_ffhq_encode.pt", "Encoder4Editing",
+                             load_generator(sg / MODEL_NAME).G, resolution=64)
+
+
 @pytest.fixture(scope="module")
 def comfyui(tmp_path_factory):
     reason = _skip_reason()
@@ -99,6 +123,7 @@ def comfyui(tmp_path_factory):
     (base / "user" / "default" / "comfy.settings.json").write_text(json.dumps({"Comfy.TutorialCompleted": True}))
     _write_test_generator(base / "models" / "stylegan" / MODEL_NAME)
     _write_test_generator(base / "models" / "stylegan" / MODEL_B_NAME, seed=1)
+    _write_example_stand_ins(base)
     port = _free_port()
     log = open(base / "comfyui.log", "w")
     proc = subprocess.Popen(

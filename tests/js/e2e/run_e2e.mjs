@@ -236,14 +236,27 @@ try {
   await page.waitForFunction(() => [...document.querySelectorAll(".p-dialog img")]
     .filter((i) => i.complete && i.naturalWidth > 0).length >= 4, null, { timeout: 20000 }).catch(() => {});
   await sleep(500);
+  // the dialog loads thumbnails lazily (and may unload those scrolled away): bring each card into
+  // view in turn and record whether ITS thumbnail has loaded
+  const thumbOk = {};
+  for (const name of expected) {
+    const label = page.locator(".p-dialog").getByText(name, { exact: true }).first();
+    await label.scrollIntoViewIfNeeded().catch(() => {});
+    thumbOk[name] = await page.waitForFunction((n) => {
+      const el = [...document.querySelectorAll(".p-dialog *")].find((e) => e.childElementCount === 0 && e.textContent.trim() === n);
+      for (let card = el; card && card !== document.body; card = card.parentElement) {
+        const imgs = [...card.querySelectorAll("img")];
+        if (imgs.length) return imgs.some((i) => i.complete && i.naturalWidth > 0 && /workflow_templates|^blob:/.test(i.src));
+      }
+      return false;
+    }, name, { timeout: 15000, polling: 200 }).then(() => true).catch(() => false);
+  }
   const cards = await page.evaluate((names) => {
-    const dlg = document.querySelector(".p-dialog");
-    const text = dlg?.innerText || "";
-    // thumbnails may be shown through blob: URLs (the front end's media cache)
-    const imgs = [...(dlg?.querySelectorAll("img") || [])].filter((i) => /workflow_templates|^blob:/.test(i.src));
-    return { shown: names.filter((n) => text.includes(n)), thumbs: imgs.filter((i) => i.complete && i.naturalWidth > 0).length,
-      srcs: [...(dlg?.querySelectorAll("img") || [])].map((i) => i.src.slice(0, 80)).slice(0, 8) };
+    const text = document.querySelector(".p-dialog")?.innerText || "";
+    return { shown: names.filter((n) => text.includes(n)) };
   }, expected);
+  cards.thumbs = Object.values(thumbOk).filter(Boolean).length;
+  cards.missing = expected.filter((n) => !thumbOk[n]);
   check("the template browser shows every example with its thumbnail",
     cards.shown.length === expected.length && cards.thumbs >= expected.length, JSON.stringify(cards));
   await page.screenshot({ path: path.join(OUT, "template_browser.png") });
@@ -576,6 +589,33 @@ try {
   }
   await sleep(1500);
   await page.screenshot({ path: path.join(OUT, "run_transition_video.png") });
+
+  // the examples of the encoders, StyleGAN3 and the latent mapper, with the stand-ins the test wrote
+  // under their own file names (tests/test_e2e_comfyui.py)
+  const enc = JSON.parse(fs.readFileSync(path.join(EXAMPLES, "encode_photo_to_adapted.json"), "utf8"));
+  const lm1024 = JSON.parse(enc.nodes.find((n) => n.type === "NADAAlignFace").widgets_values
+    .find((v) => typeof v === "string" && v.trim().startsWith("[[")));
+  const lm64 = lm1024.map(([x, y]) => [(x + 0.5) * 64 / 1024 - 0.5, (y + 0.5) * 64 / 1024 - 0.5]);
+  const more = [
+    ["encode_photo_to_adapted", [
+      ["NADALoadStyleGAN|Load StyleGAN (source)", { model: MODEL, device: "cpu" }],
+      ["NADALoadStyleGAN|Load StyleGAN (adapted)", { model: adapted, device: "cpu" }],
+      ["NADAAlignFace", { size: 64, landmarks: JSON.stringify(lm64) }]]],
+    ["stylegan3_adaptation", [
+      ["NADALoadStyleGAN", { device: "cpu" }], ["NADALoadCLIP", clipStandIn],
+      ["NADAAdaptGenerator", { iterations: STEPS_OTHER, preview_every: 2 }], ["NADARenderTransition", { frames: 6 }]]],
+    ["latent_mapper_dog_to_cat", [
+      ["NADALoadStyleGAN", { device: "cpu" }], ["NADALoadCLIP", clipStandIn], ["NADALayerFreezeSchedule", { n_w: 2 }],
+      ["NADAAdaptGenerator", { iterations: STEPS_OTHER, preview_every: 2 }],
+      ["NADATrainLatentMapper", { iterations: STEPS_OTHER, preview_every: 2 }]]],
+  ];
+  for (const [name, values] of more) {
+    if (!fs.existsSync(path.join(EXAMPLES, `${name}.json`))) continue;
+    const r = await runExample(name, values);
+    check(`${name} runs in ComfyUI and succeeds`, r.status === "success", JSON.stringify(r).slice(0, 1500));
+    await sleep(800);
+    await page.screenshot({ path: path.join(OUT, `run_${name}.png`) });
+  }
 
   // ---------------------------------------------------------------- Cancel keeps the work and says where
   const wfT = JSON.parse(fs.readFileSync(path.join(EXAMPLES, "text_adaptation.json"), "utf8"));
