@@ -12,7 +12,7 @@ unit that fails is reported and the others go on.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .work import ModelCache, UnitResult, run_unit
 
@@ -70,7 +70,7 @@ class _Clock:
             remaining = s.total - s.done - s.failed
             s.eta = self.work_s / self.worked * remaining / min(self.parallel, max(remaining, 1))
         if self.on_status is not None:
-            self.on_status(s)
+            self.on_status(replace(s))      # a snapshot: the counts go on changing
 
     def finished(self, r: UnitResult):
         s = self.status

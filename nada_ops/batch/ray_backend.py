@@ -26,7 +26,7 @@ import time
 from collections import deque
 
 from .backends import BatchReport, _Clock
-from .work import ModelCache, UnitResult, run_unit
+from .work import ModelCache, UnitResult, run_unit, up_to_date
 
 RAY_MISSING = ("--ray needs Ray, an optional dependency of the pack: pip install 'ray[default]' "
                "(or pip install 'stylegan-nada-nodes[ray]'); without --ray the batch runs in this process")
@@ -152,7 +152,16 @@ class RayBackend:
         t0 = time.time()
         actors = []
         try:
-            use_gpu, n_workers, opts = self._plan(ray, len(units))
+            # units already made are reported without starting a worker (a re-run of a big batch)
+            done = {}
+            for i, u in enumerate(units):
+                r = None if overwrite else up_to_date(u)
+                if r is not None:
+                    done[i] = r
+            todo = [i for i in range(len(units)) if i not in done]
+            use_gpu, n_workers, opts = self._plan(ray, max(len(todo), 1))
+            if not todo:
+                n_workers = 0
             Actor = ray.remote(BatchWorker)
             threads = max(1, int(self.cpus_per_unit))
 
@@ -162,15 +171,22 @@ class RayBackend:
                 return {"actor": a, "hello": a.hello.remote()}
 
             free = [new_worker() for _ in range(n_workers)]
-            if log is not None:
+            if log is not None and n_workers:
                 log(f"ray: {n_workers} worker(s), each with {opts['num_gpus']:g} GPU and {opts['num_cpus']:g} CPU(s), "
                     f"for {len(units)} unit(s)")
             report = BatchReport(backend=self.name, workers=n_workers)
             results: list = [None] * len(units)
             attempts = [0] * len(units)
-            pending = deque(range(len(units)))
+            pending = deque(todo)
             inflight: dict = {}
             clock = _Clock(len(units), n_workers, on_status)
+            for i, r in done.items():
+                results[i] = r
+                clock.finished(r)
+                if on_result is not None:
+                    on_result(r)
+            if done and log is not None:
+                log(f"{len(done)} unit(s) already made (their settings have not changed): skipped")
             last_emit = 0.0
             try:
                 while pending or inflight:
@@ -224,6 +240,8 @@ class RayBackend:
                 for w, i in list(inflight.values()):
                     self._forget(ray, w, units[i])
                 raise
+            clock.status.running = 0
+            clock.emit()
             report.results = results
             report.seconds = time.time() - t0
             return report

@@ -305,3 +305,48 @@ def _train(unit, device, cache, progress, say, model_path):
     say(f"{unit.name}: adapted in {result.seconds:.1f} s ({result.steps_done} iterations, final loss "
         f"{result.losses[-1]:.4f})")
     return out
+
+
+# ------------------------------------------------------------------ cheap up-to-date check
+def up_to_date(unit: Unit) -> UnitResult | None:
+    """A result listing the unit's outputs as skipped when every one of them is up to date,
+    told from the records and the files' identity alone (no model is loaded); None when
+    something is to be made, or cannot be told without loading (a latents file's count)."""
+    try:
+        return _up_to_date(unit)
+    except (ValueError, OSError):     # the worker will say what is wrong
+        return None
+
+
+def _up_to_date(unit: Unit) -> UnitResult | None:
+    if unit.kind == "transition":
+        outs = _transition_done(unit.spec, unit.folder)
+    elif unit.kind == "sample-grid":
+        from ..render_jobs import fingerprint
+        fps = {"grid.png": fingerprint(unit_settings(unit))}
+        outs = list(fps) if len(_record_state(unit.folder, fps, False)[2]) == len(fps) else None
+    else:
+        fps = _adapt_outputs(unit, unit_settings(unit))
+        outs = list(fps) if len(_record_state(unit.folder, fps, False)[2]) == len(fps) else None
+        if outs is not None and unit.spec.transition is not None:
+            from ..render_jobs import job_from_dict
+            model = os.path.join(unit.folder, f"{unit.name}.safetensors")
+            job = job_from_dict({**unit.spec.transition, "generators": [unit.spec.generator, model],
+                                 "name": "transition"}, None, where=f"{unit.name}: transition")
+            t = _transition_done(job, os.path.join(unit.folder, "transition"))
+            outs = None if t is None else outs + ["transition/" + f for f in t]
+    if outs is None:
+        return None
+    return UnitResult(unit.name, unit.kind, unit.folder, skipped=outs)
+
+
+def _transition_done(job, folder) -> list | None:
+    from ..latents import parse_seeds
+    from ..render_jobs import _labels_for, fingerprint, output_settings, planned_outputs
+    if job.seeds is None:
+        return None
+    n = len(parse_seeds(job.seeds))
+    outs = planned_outputs(job, n, _labels_for(job, n))
+    fp = fingerprint(output_settings(job))
+    done = _record_state(folder, {o: fp for o in outs}, False)[2]
+    return outs if len(done) == len(outs) else None
