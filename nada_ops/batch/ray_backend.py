@@ -100,25 +100,41 @@ class RayBackend:
         self.num_cpus = num_cpus           # only for a local runtime started here
 
     # -------------------------------------------------------------------- connection
-    def _connect(self, ray) -> bool:
+    def _connect(self, ray, log=None) -> bool:
         """Connect (or start a local runtime); True when this call must shut it down after."""
         if ray.is_initialized():
             return False
+        how = "connected to the Ray cluster"
         kw = dict(log_to_driver=False, logging_level="warning", configure_logging=True, runtime_env=runtime_env())
         local = dict(include_dashboard=False, num_cpus=self.num_cpus)
         try:
             if self.address == "local":
                 ray.init(address="local", **kw, **local)
+                how = "started a local Ray runtime"
             elif self.address == "auto":
-                try:
-                    ray.init(address="auto", **kw)
-                except (ConnectionError, RuntimeError):
+                found = _recorded_cluster()
+                if found is not None and not _answers(found):
+                    # a cluster that was killed without `ray stop` leaves its address behind: Ray would
+                    # try it for minutes
                     ray.init(address="local", **kw, **local)
+                    how = (f"the Ray cluster recorded at {found} (RAY_ADDRESS or the last `ray start`) does not "
+                           "answer: started a local Ray runtime")
+                else:
+                    try:
+                        ray.init(address="auto", **kw)
+                    except (ConnectionError, RuntimeError):
+                        ray.init(address="local", **kw, **local)
+                        how = "no Ray cluster running here: started a local Ray runtime"
             else:
+                if not self.address.startswith("ray://") and not _answers(self.address):
+                    raise ConnectionError(f"nothing answers at {self.address}")
                 ray.init(address=self.address, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise RayUnavailableError(f"--ray {self.address}: cannot connect to the Ray cluster ({str(e)[:300]})") \
                 from None
+        if log is not None:
+            res = ray.cluster_resources()
+            log(f"ray: {how} ({len(ray.nodes())} machine(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs)")
         return True
 
     def _plan(self, ray, n_units: int) -> tuple[bool, int, dict]:
@@ -148,7 +164,7 @@ class RayBackend:
             overwrite: bool = False) -> BatchReport:
         ray = import_ray()
         from ray.exceptions import RayActorError, RayError
-        started = self._connect(ray)
+        started = self._connect(ray, log)
         t0 = time.time()
         actors = []
         try:
@@ -264,6 +280,27 @@ class RayBackend:
         for folder in unit.folders():
             remove_temporaries_of(folder, hello["tag"])
         return f" ({hello['where']})"
+
+
+def _recorded_cluster() -> str | None:
+    """HOST:PORT that ``ray.init(address='auto')`` would try (RAY_ADDRESS, or the cluster the last
+    ``ray start`` on this machine recorded); None when none (or Ray's lookup is not available)."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+        return canonicalize_bootstrap_address("auto")
+    except Exception:      # noqa: BLE001 - a private helper of Ray: without it, Ray's own lookup decides
+        return None
+
+
+def _answers(address: str, timeout: float = 3.0) -> bool:
+    """Whether something accepts a TCP connection at HOST:PORT (the cluster's GCS)."""
+    import socket
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def _short_reason(e) -> str:

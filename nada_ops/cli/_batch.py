@@ -32,12 +32,14 @@ class StatusLine:
     def __init__(self, label: str = "batch", stream=None, every_s: float = 0.5):
         self.label, self.stream, self.every = label, stream or sys.stderr, every_s
         self.last = 0.0
+        self.closed = False
 
     def __call__(self, s) -> None:
         now = time.time()
         final = s.finished
-        if not final and now - self.last < self.every and s.running:
+        if self.closed or (not final and now - self.last < self.every and s.running):
             return
+        self.closed = final
         self.last = now
         frac = (s.done + s.failed) / max(s.total, 1)
         bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
