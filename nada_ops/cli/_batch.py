@@ -65,7 +65,10 @@ def run_units(units, a, device, overwrite: bool = False):
     if a.ray:
         backend = make_backend(a.ray, device=device, gpus_per_unit=a.gpus_per_unit, cpus_per_unit=a.cpus_per_unit,
                                workers=a.workers, retries=a.retries)
-        return backend.run(units, on_status=StatusLine(), log=say, overwrite=overwrite)
+        def worker_messages(r):         # what each unit said in its worker (why outputs were made again, ...)
+            for m in r.messages:
+                say(m)
+        return backend.run(units, on_status=StatusLine(), on_result=worker_messages, log=say, overwrite=overwrite)
     backend = make_backend(None, device=device)
     return backend.run(units, log=say, progress_factory=ProgressPrinter, overwrite=overwrite)
 
