@@ -128,6 +128,34 @@ def clean_stale_temporaries(folder, now: float | None = None) -> list[str]:
     return removed
 
 
+def writer_tag() -> str:
+    """'<host>-<pid>' of this process, as its temporary folders are named (a batch worker
+    reports it, so that its temporaries can be removed once it is known to be dead)."""
+    return f"{_host_tag()}-{os.getpid()}"
+
+
+def remove_temporaries_of(folder, tag: str) -> list[str]:
+    """Remove at once the temporary folders in ``folder`` of the writer ``tag`` (from
+    :func:`writer_tag`), which the caller knows is dead (e.g. a batch worker that Ray reported
+    dead); only plain files inside are removed.  Never raises; returns the paths removed."""
+    removed: list[str] = []
+    try:
+        entries = [e for e in os.scandir(os.fspath(folder)) if e.name.startswith(f"{TEMP_PREFIX}{tag}-")]
+    except OSError:
+        return removed
+    for e in entries:
+        try:
+            if not _TEMP_DIR.match(e.name) or not e.is_dir(follow_symlinks=False) or _newest_mtime(e.path) is None:
+                continue
+            for f in os.scandir(e.path):
+                os.unlink(f.path)
+            os.rmdir(e.path)
+            removed.append(e.path)
+        except OSError:
+            continue
+    return removed
+
+
 def temp_path_beside(path, suffix: str | None = None) -> str:
     """A path for a new temporary file, to be renamed over ``path`` later with
     :func:`commit_temp` (or dropped with :func:`discard_temp`).

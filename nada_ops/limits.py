@@ -71,6 +71,11 @@ RANGES: dict[str, Range] = {
     "preview_every": Range(int, 0, 1_000_000, "iterations between sample grids (0 = none)"),
     # latent mapper
     "mapper_lambda": Range(float, 0.0, 1e6, "latent-mapper loss weight"),
+    # batch backends (render farms)
+    "gpus_per_unit": Range(float, 0.01, 64.0, "GPUs per batch worker (fractions share a GPU)"),
+    "cpus_per_unit": Range(float, 0.01, 1024.0, "CPUs per batch worker"),
+    "workers": Range(int, 1, 100_000, "batch workers"),
+    "retries": Range(int, 0, 100, "tries again after a worker died"),
 }
 
 #: Most seeds one request may name (each one becomes a rendered image or video).

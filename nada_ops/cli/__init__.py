@@ -22,6 +22,8 @@ COMMANDS = {
     "models": ("models", "list the models the pack can download by name, and which are here"),
     "download": ("download", "download catalogue models by name (e.g. ffhq, afhqdog, ViT-B-32) into the models folder"),
     "mapper": ("mapper", "latent mapper on an adapted generator (StyleGAN-NADA sec. 4.3): train | apply"),
+    "sweep": ("sweep", "adapt one generator to many prompts / a grid of settings (optionally + transitions); "
+                       "--ray for many GPUs"),
 }
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..limits import arg
-from .common import ProgressPrinter, device_from_arg
+from .common import device_from_arg
 
 
 def run(argv) -> int:
@@ -15,7 +16,7 @@ def run(argv) -> int:
                     "are skipped, so an interrupted run continues where it stopped.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--generators", nargs="+", help="2 or more generator files of the same architecture")
-    src.add_argument("--job", help="JSON job file listing many generator sets / latents (see nada_ops.render_jobs)")
+    src.add_argument("--job", help="job file (JSON or YAML) listing transitions, and also adaptations and sample grids (see the README, *Batch jobs*)")
     p.add_argument("--out", required=True, help="output folder (a job file writes one sub-folder per job)")
     p.add_argument("--seeds", default=None, help="e.g. 0-15 (default 0-7 unless --latents)")
     p.add_argument("--latents", default=None, help="latents file (.pt from `invert`, or [N, num_ws, w_dim] tensor)")
@@ -43,14 +44,20 @@ def run(argv) -> int:
     p.add_argument("--max-writers", type=arg("max_writers"), default=16, help="files encoded at the same time")
     p.add_argument("--noise-mode", choices=["const", "random", "none"], default="const")
     p.add_argument("--noise-seed", type=arg("noise_seed"), default=0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto",
+                   help="auto (a GPU where there is one), cpu, cuda, ...; with --ray: auto, cpu or cuda for the workers")
     p.add_argument("--overwrite", action="store_true", help="render again even if outputs exist")
+    from ._batch import add_backend_options
+    add_backend_options(p)
     a = p.parse_args(argv)
-    from ..render_jobs import job_from_dict, load_job_file, run_jobs
-    dev = device_from_arg(a.device)
+    from ..batch.jobs import load_batch_file, units_from_transition_jobs
+    from ..batch.work import prepare_units
+    from ..render_jobs import job_from_dict
+    from ._batch import report_failures, run_units
+    dev = a.device if a.ray else device_from_arg(a.device)
     if a.job:
         try:
-            jobs = load_job_file(a.job)
+            units = load_batch_file(a.job, a.out)
         except (OSError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
@@ -70,15 +77,14 @@ def run(argv) -> int:
         except ValueError as e:
             p.error(str(e))
         from .common import generator_path        # checked values first, then catalogue names -> files
-        jobs[0].generators = [generator_path(g) for g in jobs[0].generators]
+        jobs[0].generators = [os.path.abspath(generator_path(g)) for g in jobs[0].generators]
+        for k in ("latents", "direction"):
+            if getattr(jobs[0], k) is not None:
+                setattr(jobs[0], k, os.path.abspath(getattr(jobs[0], k)))
+        units = units_from_transition_jobs(jobs, a.out, single=True)
         single = True
-    try:
-        reports = run_jobs(jobs, a.out, dev, a.overwrite, progress_factory=ProgressPrinter,
-                           log=lambda m: print(m, file=sys.stderr), single=single)
-    except ValueError as e:   # architecture mismatch, bad latents/direction file, ...
-        print(f"\nerror: {e}", file=sys.stderr)
-        return 1
-    written = sum(len(r.written) for r in reports)
-    skipped = sum(len(r.skipped) for r in reports)
-    print(f"{written} file(s) written, {skipped} already there (skipped) in {a.out}")
-    return 0
+    from .common import ByteProgress, say
+    prepare_units(units, log=say, progress_factory=ByteProgress)     # CLIP weights of adapt units, once
+    report = run_units(units, a, dev, a.overwrite)
+    print(f"{report.written} file(s) written, {report.skipped} already there (skipped) in {a.out}")
+    return report_failures(report, single)
