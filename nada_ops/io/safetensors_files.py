@@ -18,6 +18,7 @@ import json
 import math
 import re
 import struct
+import sys
 
 import torch
 
@@ -25,7 +26,7 @@ from .budget import ReadBudget
 from .errors import UntrustedFileError, describe
 from .tensors import MAX_DIM, MAX_NDIM
 
-__all__ = ["SafetensorsHeader", "read_safetensors_header", "read_safetensors", "loads_json",
+__all__ = ["SafetensorsHeader", "read_safetensors_header", "read_safetensors", "write_safetensors", "loads_json",
            "SAFETENSORS_DTYPES", "MAX_HEADER_BYTES", "MAX_JSON_DEPTH"]
 
 SAFETENSORS_DTYPES = {
@@ -173,3 +174,53 @@ def read_safetensors(path, check=None) -> tuple[dict[str, torch.Tensor], dict[st
         if check is not None:
             check(header)
         return read_safetensors_data(fh, header, budget), header.metadata
+
+
+_DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+
+def write_safetensors(path, tensors: dict, metadata: dict | None = None) -> None:
+    """Write ``tensors`` ({name: tensor}) and string ``metadata`` as a safetensors file,
+    byte for byte the same for the same input (the safetensors library writes its metadata
+    in hash order, so two saves of one model differ; render farms and sweeps compare
+    outputs byte for byte).
+
+    Layout per the specification: an 8-byte little-endian header length, the JSON header
+    (tensors in name order, keys sorted, no spaces, padded with spaces to a multiple of 8),
+    then the tensors' little-endian bytes back to back in header order. Any safetensors
+    reader (and :func:`read_safetensors`) reads it. Tensors are streamed to the file one at
+    a time: no copy of the whole model is made. Write through :func:`nada_ops.fileio.atomic_write`.
+    """
+    meta = dict(metadata or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise TypeError("safetensors metadata must be a {str: str} dict")
+    names = sorted(tensors)
+    header: dict = {}
+    offset = 0
+    for name in names:
+        t = tensors[name]
+        if not isinstance(name, str) or name == "__metadata__":
+            raise ValueError(f"invalid tensor name {name!r}")
+        if t.dtype not in _DTYPE_NAMES:
+            raise TypeError(f"tensor {name!r}: dtype {t.dtype} cannot be stored in safetensors")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    if meta:
+        header["__metadata__"] = meta
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)))
+        fh.write(text)
+        for name in names:
+            t = tensors[name].detach()
+            if t.numel() == 0:
+                continue
+            t = t.to("cpu").contiguous().reshape(-1)
+            if t.dtype == torch.bool:
+                t = t.to(torch.uint8)
+            if sys.byteorder != "little" and t.element_size() > 1:
+                t = torch.from_numpy(t.view(torch.uint8).numpy().reshape(-1, t.element_size())[:, ::-1].copy()
+                                     .reshape(-1))
+            fh.write(memoryview(t.view(torch.uint8).numpy()))

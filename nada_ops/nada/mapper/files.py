@@ -31,7 +31,7 @@ import torch
 from ...fileio import atomic_write
 from ...io.errors import UntrustedFileError, describe, path_text
 from ...io.pickles import AllowList
-from ...io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header
+from ...io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header, write_safetensors
 from ...io.tensors import FLOAT_DTYPES
 from ...io.torch_files import open_untrusted, read_torch_file
 from .network import LEVELS, SINGLE, LatentMapper, MapperConfig, MapperConfigError
@@ -102,17 +102,16 @@ class MapperHandle:
 # ------------------------------------------------------------------------------ saving
 def save_mapper(handle_or_mapper, path, provenance: dict | None = None) -> None:
     """Save as this pack's .safetensors (atomic), with the architecture and provenance."""
-    from safetensors.torch import save_file
     if isinstance(handle_or_mapper, MapperHandle):
         mapper, prov = handle_or_mapper.mapper, dict(handle_or_mapper.provenance)
         prov.setdefault("name", handle_or_mapper.name)
     else:
         mapper, prov = handle_or_mapper, {}
     prov.update(provenance or {})
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in mapper.state_dict().items()}
+    sd = {k: v.detach().to("cpu", torch.float32) for k, v in mapper.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "mapper": mapper.cfg.to_json(),
             "provenance": json.dumps(prov, sort_keys=True, default=str)}
-    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: write_safetensors(tmp, sd, meta))
 
 
 # ------------------------------------------------------------------------------ loading

@@ -20,7 +20,7 @@ import torch
 
 from ...fileio import atomic_write
 from ...io.errors import UntrustedFileError, describe
-from ...io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header
+from ...io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header, write_safetensors
 from ...io.tensors import FLOAT_DTYPES
 from ...io.torch_files import open_untrusted
 from ..config import ArchitectureError, StyleGAN2Config, config_from_dict
@@ -110,12 +110,11 @@ def _validate(header, path) -> tuple[StyleGAN2Config, dict]:
 
 def write_safetensors_generator(G, path, provenance: dict | None = None) -> None:
     """Save generator ``G`` (StyleGAN2 or StyleGAN3) atomically with architecture + provenance."""
-    from safetensors.torch import save_file
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in G.state_dict().items()}
+    sd = {k: v.detach().to("cpu", torch.float32) for k, v in G.state_dict().items()}
     meta = {
         "format": FORMAT_NAMES[G.cfg.family],
         "format_version": FORMAT_VERSION,
         "architecture": G.cfg.to_json(),
         "provenance": json.dumps(provenance or {}, sort_keys=True, default=str),
     }
-    atomic_write(path, lambda tmp: save_file(sd, tmp, metadata=meta))
+    atomic_write(path, lambda tmp: write_safetensors(tmp, sd, meta))
