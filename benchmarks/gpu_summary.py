@@ -72,7 +72,7 @@ def main(work):
     out.append("")
     lev = [r for r in ours if r.get("_file") in ("adapt_eager.json", "adapt_ops.json", "adapt_modconv.json")]
     if lev:
-        out.append("Levers (1024 px, batch 2):")
+        out.append("Levers (top resolution, batch 2, one change at a time):")
         out.append("| config | precision | path | ops | modconv | s/it | peak alloc GB |")
         out.append("|---|---|---|---|---|---|---|")
         for r in lev:
