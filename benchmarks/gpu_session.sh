@@ -5,10 +5,11 @@
 #
 # Prepare once, on the machine that calls the device tool, in the repository root:
 #   echo /.ref/ >> .git/info/exclude; echo /.whl/ >> .git/info/exclude
-#   git clone https://github.com/rinongal/StyleGAN-nada .ref/StyleGAN-nada     # never committed
+#   mkdir -p .ref/StyleGAN-nada && git --git-dir=<mirror of rinongal/StyleGAN-nada> archive dc8406a \
+#       | tar -x -C .ref/StyleGAN-nada                  # 17 MB without .git; never committed
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-#       -d .whl open_clip_torch ftfy wcwidth           # what the GPU image lacks (see /work/.library/device/KINDS.md)
+#       -d .whl open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4   # what the GPU image lacks (2.3 MB)
 # Then: run(command="bash benchmarks/gpu_session.sh", carry=[".ref", ".whl"], timeout_s=600)
 #
 #   bash benchmarks/gpu_session.sh --dry-run     # the same stages on the CPU with tiny settings (minutes)
