@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=0,
                    help="also save the generator every N iterations as OUT.stepNNNNNN.safetensors (0 = off)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "exact", "fast", "bf16"], default="auto",
+                   help="arithmetic of the training step: exact = float32 everywhere (TF32 off); fast = TF32, CLIP and "
+                        "the generator's top 4 resolutions in float16 (NVIDIA's settings), float32 master weights; "
+                        "bf16 = fast with bfloat16; auto (default) = fast on a CUDA GPU, exact elsewhere")
+    p.add_argument("--capture", choices=["auto", "none", "cuda_graph", "compile"], default="auto",
+                   help="how the iterations run: auto (default) = the whole iteration as one CUDA graph on a GPU, "
+                        "plain elsewhere; none; cuda_graph; compile (torch.compile the generator and CLIP towers)")
     p.add_argument("--out", required=True, help="output .safetensors")
     return p
 
@@ -171,7 +178,8 @@ def run(argv) -> int:
         schedule = FreezeSchedule()
     settings = AdaptSettings(iterations=a.iterations, batch_size=a.batch, lr=a.lr,
                              reference_lr_scale=a.reference_lr_scale, mixing_prob=a.mixing, seed=a.seed,
-                             preview_every=a.preview_every, lambda_global=a.lambda_global)
+                             preview_every=a.preview_every, lambda_global=a.lambda_global, precision=a.precision,
+                             capture=a.capture)
     guidance = guidance_from(ens, direction)
 
     if dev.type == "cpu":
@@ -239,6 +247,10 @@ def run(argv) -> int:
         return 130 if result.interrupted else 1
     say(f"wrote {out} ({result.steps_done} iterations, {result.seconds:.1f}s, final loss {result.losses[-1]:.4f})"
         + (f"; samples in {sample_dir}" if settings.preview_every else ""), sys.stdout)
+    if result.runtime:
+        rt = result.runtime
+        say(f"precision {rt['precision']}; {rt['path']}; ops {rt['ops']}"
+            + "".join(f"; {n}" for n in rt["notes"]))
     return 0
 
 

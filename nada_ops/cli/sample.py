@@ -23,6 +23,9 @@ def run(argv) -> int:
     p.add_argument("--rotate", type=arg("rotate"), default=0.0, help="StyleGAN3: rotate the image (degrees)")
     p.add_argument("--batch", type=arg("batch"), default=8)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "exact", "fast", "bf16"], default="auto",
+                   help="exact = float32 (TF32 off); fast = TF32 and the top 4 resolutions in float16, as NVIDIA's "
+                        "generate.py runs its networks; auto (default) = fast on a CUDA GPU, exact elsewhere")
     p.add_argument("--cols", type=arg("cols"), default=None)
     p.add_argument("--out", required=True, help="PNG grid path; with --separate, a folder")
     p.add_argument("--separate", action="store_true", help="write one PNG per seed into --out/")
@@ -43,7 +46,8 @@ def run(argv) -> int:
         lat = sample_latents(h.G, chunk, a.psi, a.cutoff, a.class_idx,
                              [a.mix_seed] if a.mix_seed is not None else None,
                              a.crossover if a.mix_seed is not None else None)
-        return synthesize(h.G, lat.ws, a.noise_mode, a.batch, progress=progress, transform=transform)
+        return synthesize(h.G, lat.ws, a.noise_mode, a.batch, progress=progress, transform=transform,
+                          precision=a.precision)
 
     if a.separate:   # streamed: one batch in memory at a time, whatever the number of seeds
         os.makedirs(a.out, exist_ok=True)

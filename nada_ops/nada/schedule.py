@@ -154,36 +154,73 @@ def layer_parameters(G, layer_names) -> list[torch.nn.Parameter]:
 
 
 def adaptive_select(G_train, models_weights, targets: dict, cfg: StyleGAN2Config, k: int, n_w: int, n_i: int,
-                    lr: float, gen: torch.Generator, noise_mode: str = "const") -> tuple[list[int], torch.Tensor]:
+                    lr: float, gen: torch.Generator, noise_mode: str = "const", synthesis_kwargs: dict | None = None,
+                    clip_context=None) -> tuple[list[int], torch.Tensor]:
     """Paper sec. 4.2: sample N_w codes, repeat to W+, take N_i SGD steps of the GLOBAL loss
     towards the target with the weights fixed, score each W+ index by mean |change|, return
     the top-k indices (sorted) and the scores [num_ws].
 
     ``targets``: model key -> unit target embedding (text, or mean target images)."""
-    dev = G_train.w_avg.device
-    with torch.no_grad():
-        z = torch.randn([n_w, cfg.z_dim], generator=gen).to(dev)
-        c = None
-        if cfg.c_dim:
-            lab = torch.randint(0, cfg.c_dim, [n_w], generator=gen)
-            c = torch.nn.functional.one_hot(lab, cfg.c_dim).float().to(dev)
-        w0 = G_train.mapping(z, c).unsqueeze(1).repeat(1, cfg.num_ws, 1)
-    ws = w0.clone().requires_grad_(True)
-    opt = torch.optim.SGD([ws], lr=lr)
-    req = [p.requires_grad for p in G_train.parameters()]
-    G_train.requires_grad_(False)
-    try:
-        for _ in range(n_i):
-            img = G_train.synthesis(ws, noise_mode=noise_mode)
-            loss = 0.0
-            for model, weight, key in models_weights:
-                loss = loss + weight * global_loss(model.encode_generator_images(img), targets[key])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    finally:
-        for p, r in zip(G_train.parameters(), req):
-            p.requires_grad_(r)
-    scores = (ws.detach() - w0).abs().mean(dim=(0, 2))
+    scores = adaptive_scores(G_train, models_weights, targets, cfg, n_w, n_i, lr, gen, noise_mode,
+                             synthesis_kwargs=synthesis_kwargs, clip_context=clip_context)
     top = torch.topk(scores, k).indices.sort().values.tolist()
     return top, scores
+
+
+def adaptive_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k W+ indices of ``scores`` as a bool mask [num_ws], on the device (no host sync).
+    Non-finite scores (an overflow in a reduced-precision probe) count as no change."""
+    s = torch.nan_to_num(scores.float(), nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.zeros_like(s, dtype=torch.bool).scatter_(0, torch.topk(s, k).indices, True)
+
+
+def adaptive_scores(G_train, models_weights, targets: dict, cfg: StyleGAN2Config, n_w: int, n_i: int, lr: float,
+                    gen: torch.Generator, noise_mode: str = "const", synthesis_kwargs: dict | None = None,
+                    clip_context=None, loss_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """The W+ probe of :func:`adaptive_select`: mean |change| per W+ index [num_ws], on the device.
+
+    What it keeps for the backward pass is one forward of the synthesis network (+ CLIP) at
+    batch ``n_w`` whose only leaf requiring grad is the W+ codes: the generator's weights are
+    switched to ``requires_grad=False`` for the probe (no weight gradients computed, none of the
+    tensors only a weight gradient needs saved) and each step's graph is freed by
+    ``torch.autograd.grad`` before the next.  ``loss_scale`` (reduced precision) multiplies the
+    loss before the backward pass and divides the gradient after it.  Draws its codes from ``gen``
+    on ``gen``'s device, never syncs with the host."""
+    dev = G_train.w_avg.device
+    gdev = gen.device if gen is not None else torch.device("cpu")
+    synthesis_kwargs = synthesis_kwargs or {}
+    with torch.no_grad():
+        z = torch.randn([n_w, cfg.z_dim], generator=gen, device=gdev).to(dev)
+        c = None
+        if cfg.c_dim:
+            lab = torch.randint(0, cfg.c_dim, [n_w], generator=gen, device=gdev)
+            c = torch.nn.functional.one_hot(lab, cfg.c_dim).float().to(dev)
+        w0 = G_train.mapping(z, c).unsqueeze(1).repeat(1, cfg.num_ws, 1)
+    params = list(G_train.parameters())
+    req = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    ws = w0
+    try:
+        for _ in range(n_i):
+            ws = ws.detach().requires_grad_(True)
+            img = G_train.synthesis(ws, noise_mode=noise_mode, **synthesis_kwargs)
+            loss = 0.0
+            for model, weight, key in models_weights:
+                if clip_context is not None:
+                    with clip_context():
+                        emb = model.encode_generator_images(img)
+                else:
+                    emb = model.encode_generator_images(img)
+                loss = loss + weight * global_loss(emb, targets[key])
+            if isinstance(loss_scale, torch.Tensor) or loss_scale != 1:
+                (g,) = torch.autograd.grad(loss * loss_scale, [ws])
+                g = g / loss_scale
+            else:
+                (g,) = torch.autograd.grad(loss, [ws])
+            del img, loss
+            ws = ws.detach().add(g, alpha=-lr)      # plain SGD, as torch.optim.SGD(lr) computes it
+    finally:
+        for p, r in zip(params, req):
+            p.requires_grad_(r)
+    return (ws.detach() - w0).abs().mean(dim=(0, 2))

@@ -67,11 +67,15 @@ class MappingNetwork(nn.Module):
         return x
 
 
-def modulated_conv2d(x, weight, styles, demodulate=True, up=1, resample_filter=None):
-    """Modulated convolution done by scaling activations before and after a shared-weight
-    convolution (mathematically identical to per-sample weights, and batch-friendly).
+def modulated_conv2d(x, weight, styles, demodulate=True, up=1, resample_filter=None, fused=False):
+    """Modulated convolution, x [N, I, H, W], weight [O, I, k, k], styles [N, I] -> [N, O, H*up, W*up].
 
-    x [N, I, H, W], weight [O, I, k, k], styles [N, I] -> [N, O, H*up, W*up].
+    Two forms with the same value:
+    - ``fused=False`` (default): scale the activations before and after ONE shared-weight
+      convolution (batch-friendly, and the form every result of this pack was checked with);
+    - ``fused=True``: NVIDIA's per-sample weights, a grouped convolution with ``groups=N``
+      (modulate and demodulate the weights, not the activations: fewer passes over the
+      activations and fewer of them kept for the backward pass).
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
@@ -79,6 +83,8 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=1, resample_filter=N
         # Pre-normalise to stay inside fp16 range (demodulation removes the scale again).
         weight = weight * (1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    if fused:
+        return _modulated_conv2d_grouped(x, weight, styles, demodulate, up, resample_filter)
     dcoefs = None
     if demodulate:
         # sum_{i,k} (w_oik * s_ni)^2 = sum_i s_ni^2 * sum_k w_oik^2
@@ -89,15 +95,36 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=1, resample_filter=N
     if up == 1:
         x = F.conv2d(x, w, padding=kh // 2)
     else:
-        # Transposed conv (stride 2) followed by the low-pass FIR filter.
-        x = F.conv_transpose2d(x, w.transpose(0, 1), stride=up)
-        fw = resample_filter.shape[-1]
-        p0 = (fw + up - 1) // 2 + kh // 2 - (kw - 1)
-        p1 = (fw - up) // 2 + kh // 2 - (kw - up)
-        x = upfirdn2d(x, resample_filter, padding=[p0, p1, p0, p1], gain=up * up)
+        x = _upsample_conv(x, w.transpose(0, 1), up, kh, kw, resample_filter)
     if demodulate:
         x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
     return x
+
+
+def _upsample_conv(x, w_t, up, kh, kw, resample_filter, groups=1):
+    """Transposed conv (stride ``up``) with weight ``w_t`` [I, O/groups, k, k], then the low-pass FIR filter."""
+    x = F.conv_transpose2d(x, w_t, stride=up, groups=groups)
+    fw = resample_filter.shape[-1]
+    p0 = (fw + up - 1) // 2 + kh // 2 - (kw - 1)
+    p1 = (fw - up) // 2 + kh // 2 - (kw - up)
+    return upfirdn2d(x, resample_filter, padding=[p0, p1, p0, p1], gain=up * up)
+
+
+def _modulated_conv2d_grouped(x, weight, styles, demodulate, up, resample_filter):
+    n, _, h, w_ = x.shape
+    out_ch, in_ch, kh, kw = weight.shape
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    wts = weight.to(acc)[None] * styles.to(acc).reshape(n, 1, -1, 1, 1)         # [N, O, I, k, k]
+    if demodulate:
+        wts = wts * (wts.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
+    wts = wts.to(x.dtype)
+    xg = x.reshape(1, n * in_ch, h, w_)
+    if up == 1:
+        y = F.conv2d(xg, wts.reshape(n * out_ch, in_ch, kh, kw), padding=kh // 2, groups=n)
+    else:
+        y = _upsample_conv(xg, wts.transpose(1, 2).reshape(n * in_ch, out_ch, kh, kw), up, kh, kw,
+                           resample_filter, groups=n)
+    return y.reshape(n, out_ch, y.shape[2], y.shape[3])
 
 
 class SynthesisLayer(nn.Module):
@@ -116,9 +143,10 @@ class SynthesisLayer(nn.Module):
         else:
             self.resample_filter = None
 
-    def forward(self, x, w, noise_mode="const", noise=None):
+    def forward(self, x, w, noise_mode="const", noise=None, clamp=None, fused=False):
+        """``clamp`` (reduced-precision layers): used when the layer has no conv_clamp of its own."""
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter, fused=fused)
         if noise is not None:
             x = x + noise.to(x.dtype) * self.noise_strength.to(x.dtype)
         elif noise_mode == "const":
@@ -126,7 +154,7 @@ class SynthesisLayer(nn.Module):
         elif noise_mode == "random":
             x = x + torch.randn([x.shape[0], 1, self.resolution, self.resolution],
                                 device=x.device, dtype=x.dtype) * self.noise_strength.to(x.dtype)
-        clamp = self.conv_clamp
+        clamp = self.conv_clamp if self.conv_clamp is not None else clamp
         return bias_act(x, self.bias.to(x.dtype), act="lrelu", clamp=clamp)
 
 
@@ -139,10 +167,10 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_ch]))
         self.weight_gain = 1 / math.sqrt(in_ch)
 
-    def forward(self, x, w):
+    def forward(self, x, w, clamp=None):
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp if self.conv_clamp is not None else clamp)
 
 
 class SynthesisBlock(nn.Module):
@@ -164,15 +192,20 @@ class SynthesisBlock(nn.Module):
     def num_conv(self):
         return 1 if self.res == 4 else 2
 
-    def forward(self, x, img, ws, noise_mode, noises, dtype):
-        """ws: [N, num_conv + 1, w_dim]; noises: list of per-layer noise tensors or Nones."""
+    def forward(self, x, img, ws, noise_mode, noises, dtype, clamp=None, fused=False, channels_last=False):
+        """ws: [N, num_conv + 1, w_dim]; noises: list of per-layer noise tensors or Nones.
+        ``clamp``: activation clamp of reduced-precision blocks (NVIDIA: 256) where the layers have
+        none of their own; ``fused``: grouped modulated convolutions; ``channels_last``: memory format."""
+        fmt = torch.channels_last if channels_last else torch.preserve_format
         if self.res == 4:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, ws[:, 0], noise_mode, noises[0])
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = self.conv1(x, ws[:, 0], noise_mode, noises[0], clamp, fused)
         else:
-            x = self.conv0(x.to(dtype), ws[:, 0], noise_mode, noises[0])
-            x = self.conv1(x, ws[:, 1], noise_mode, noises[1])
-        y = self.torgb(x, ws[:, self.num_conv]).to(torch.float32)
+            x = self.conv0(x.to(dtype=dtype, memory_format=fmt), ws[:, 0], noise_mode, noises[0], clamp, fused)
+            x = self.conv1(x, ws[:, 1], noise_mode, noises[1], clamp, fused)
+        y = self.torgb(x, ws[:, self.num_conv], clamp).to(torch.float32)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
             img = img + y
@@ -201,7 +234,13 @@ class SynthesisNetwork(nn.Module):
             out.append(b.conv1)
         return out
 
-    def forward(self, ws, noise_mode="const", noises=None, dtype=torch.float32):
+    def forward(self, ws, noise_mode="const", noises=None, dtype=torch.float32, num_fp16_res=None, fp16_clamp=None,
+                fused_modconv=False, channels_last=False):
+        """W+ -> image (float32).  ``dtype`` (float16 / bfloat16) runs the blocks in reduced
+        precision: all of them (``num_fp16_res=None``) or, as NVIDIA's networks do, only the top
+        ``num_fp16_res`` resolutions, whose activations are then clamped to +-``fp16_clamp`` where
+        the layers have no clamp of their own.  ``fused_modconv`` / ``channels_last``: see
+        :func:`modulated_conv2d` and the precision policy (``nada_ops.precision``)."""
         cfg = self.cfg
         if ws.ndim != 3 or ws.shape[1] != cfg.num_ws or ws.shape[2] != cfg.w_dim:
             raise ValueError(f"synthesis expects W+ of shape [N, {cfg.num_ws}, {cfg.w_dim}], got {tuple(ws.shape)}")
@@ -213,11 +252,18 @@ class SynthesisNetwork(nn.Module):
         elif len(noises) != n_noise:
             raise ValueError(f"expected {n_noise} noise tensors, got {len(noises)}")
         ws = ws.to(torch.float32)
+        low_res = 0
+        if dtype != torch.float32 and num_fp16_res is not None:
+            low_res = max(2 ** (int(math.log2(cfg.img_resolution)) + 1 - int(num_fp16_res)), 8) \
+                if num_fp16_res > 0 else cfg.img_resolution * 2
         x = img = None
         w_idx = n_idx = 0
         for b in self.blocks():
             k = b.num_conv
-            x, img = b(x, img, ws[:, w_idx: w_idx + k + 1], noise_mode, noises[n_idx: n_idx + k], dtype)
+            low = dtype != torch.float32 and b.res >= low_res
+            x, img = b(x, img, ws[:, w_idx: w_idx + k + 1], noise_mode, noises[n_idx: n_idx + k],
+                       dtype if low else torch.float32, fp16_clamp if low else None, fused_modconv,
+                       channels_last and low)
             w_idx += k
             n_idx += k
         return img

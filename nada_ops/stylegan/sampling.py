@@ -1,6 +1,7 @@
 """Seeds -> W/W+ latents -> images, batched; image layout helpers."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -69,8 +70,12 @@ def input_transform_for(G, translate=(0.0, 0.0), rotate: float = 0.0) -> torch.T
 
 def synthesize(G: Generator, ws: torch.Tensor, noise_mode: str = "const", batch_size: int = 8,
                dtype: torch.dtype = torch.float32, progress: ProgressFn | None = None,
-               noise_seed: int | None = None, transform: torch.Tensor | None = None) -> torch.Tensor:
+               noise_seed: int | None = None, transform: torch.Tensor | None = None,
+               precision: str | None = None) -> torch.Tensor:
     """W+ [N, num_ws, w_dim] -> images [N, C, H, W] in [-1, 1] (float32, on G's device).
+
+    ``precision`` (``nada_ops.precision``: 'auto' / 'exact' / 'fast' / 'bf16'): the policy's
+    synthesis settings and TF32 switches replace ``dtype``; None keeps ``dtype`` as given.
 
     ``transform`` (StyleGAN3 only; [3, 3] or [N, 3, 3], see :func:`input_transform_for`) moves
     the Fourier input for this call.  ``progress(done, total, None)`` is called after each batch
@@ -84,7 +89,12 @@ def synthesize(G: Generator, ws: torch.Tensor, noise_mode: str = "const", batch_
         raise ValueError(f"{transform.shape[0]} input transforms for {n} latents: give one or one per latent")
     if noise_mode == "random" and noise_seed is not None:
         gen = torch.Generator(device=G.w_avg.device).manual_seed(int(noise_seed))
-    with torch.no_grad():
+    kw_prec, tf32_ctx = {}, contextlib.nullcontext()
+    if precision is not None:
+        from ..precision import resolve
+        pol = resolve(precision, G.w_avg.device)
+        kw_prec, tf32_ctx = pol.synthesis_kwargs(G.cfg), pol.math()
+    with torch.no_grad(), tf32_ctx:
         for i in range(0, n, batch_size):
             chunk = ws[i:i + batch_size].to(G.w_avg.device)
             noises = G.make_noises(chunk.shape[0], gen) if gen is not None else None
@@ -92,7 +102,11 @@ def synthesize(G: Generator, ws: torch.Tensor, noise_mode: str = "const", batch_
             if transform is not None:
                 kw["transform"] = transform[i:i + batch_size] if transform.ndim == 3 and transform.shape[0] > 1 \
                     else transform
-            img = G.synthesis(chunk, noise_mode=noise_mode, noises=noises, dtype=dtype, **kw)
+            if kw_prec:
+                kw.update(kw_prec)
+            else:
+                kw["dtype"] = dtype
+            img = G.synthesis(chunk, noise_mode=noise_mode, noises=noises, **kw)
             out.append(img.float())
             if progress is not None:
                 progress(min(i + batch_size, n), n, None)
