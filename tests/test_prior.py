@@ -16,7 +16,7 @@ from nada_ops.prior.formats import PriorFileError, load_prior, read_prior_file, 
 from nada_ops.prior.model import new_prior
 from nada_ops.prior.network import PriorNetwork
 from nada_ops.prior.yaml_subset import YamlError, parse_yaml
-from prior_helpers import (TRAINER, reference_chain, reference_forward, reference_state_dict, reference_yaml,
+from prior_helpers import (reference_chain, reference_forward, reference_state_dict, reference_yaml,
                            trainer_checkpoint)
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 #: Sizes of the presets (``mid`` is the paper's, ``small`` the reference's smaller config).
 PRESETS = {
@@ -161,11 +161,3 @@ class PriorConfig:
     def replace(self, **kw) -> "PriorConfig":
         return replace(self, **kw).validate()
 
-
-@dataclass
-class PriorStats:
-    """Standardisation statistics of w (the reference's 'latent_mean' / 'latent_std')."""
-    mean: object            # tensor [num_latents, latent_dim] or [latent_dim]
-    std: object
-    count: int = 0
-    extra: dict = field(default_factory=dict)
