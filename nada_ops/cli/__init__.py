@@ -19,6 +19,7 @@ COMMANDS = {
     "interpolate-models": ("interpolate", "blend two generators in weight space: (1 - t) A + t B -> .safetensors"),
     "render-transition": ("render", "render domain-transition videos (generators A -> B -> ...), resumable; "
                                     "or a job file"),
+    "prior": ("prior", "clip2latent text -> latents priors: make-pairs | train | sample | info"),
 }
 
 
