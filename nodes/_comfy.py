@@ -9,6 +9,7 @@ import torch
 STYLEGAN_FOLDER = "stylegan"
 CLIP_FOLDER = "open_clip"
 DIRECTION_FOLDER = "latent_directions"
+PRIOR_FOLDER = "stylegan_priors"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
 
 # Custom types (pack-prefixed: type names are global in ComfyUI).
@@ -42,7 +43,8 @@ def register_model_folders() -> None:
         return
     for key, exts in ((STYLEGAN_FOLDER, MODEL_EXTENSIONS),
                       (CLIP_FOLDER, {".pt", ".bin", ".safetensors", ".pth"}),
-                      (DIRECTION_FOLDER, {".npy", ".pt", ".pth"})):
+                      (DIRECTION_FOLDER, {".npy", ".pt", ".pth"}),
+                      (PRIOR_FOLDER, {".safetensors", ".ckpt", ".pt", ".pth"})):
         default = os.path.join(fp.models_dir, key)
         if key in fp.folder_names_and_paths:
             paths, known = fp.folder_names_and_paths[key]
