@@ -150,6 +150,8 @@ def test_text_to_latents_reranks_mixes_and_drives_other_generators(G, clip):
     assert synthesize(_G(1), res.latents.ws).shape == (4, 3, 32, 32)
     with pytest.raises(ValueError, match="need the generator"):
         text_to_latents(prior, clip, "a cat", None, candidates=2, num_ws=8)
+    with pytest.raises(ValueError, match="at most 16384"):
+        text_to_latents(prior, clip, ["a", "b"], G, per_prompt=100, candidates=100)
 
 
 def test_prior_command_line(tmp_path, G, capsys):

@@ -181,8 +181,13 @@ def make_pairs(G, clip_model, folder, count: int, shard_size: int = 10_000, batc
                              f"vs now {describe(b[diff[0]], 160)}): use another folder")
         count = max(count, int(old["count"]))
     manifest["count"] = int(count)
-    atomic_write(os.path.join(folder, MANIFEST),
-                 lambda tmp: open(tmp, "w", encoding="utf-8").write(json.dumps(manifest, indent=1, sort_keys=True)))
+    text = json.dumps(manifest, indent=1, sort_keys=True)
+
+    def write_manifest(tmp):
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+    atomic_write(os.path.join(folder, MANIFEST), write_manifest)
     n_shards = math.ceil(count / shard_size)
     done = 0
     todo = []
@@ -300,21 +305,44 @@ class ShardedPairs(PairData):
     def signature(self):
         return {**_signature(self.manifest), "pairs": len(self)}
 
-    def _read(self, path, parts=("w", "embed")):
+    def _read(self, path):
         from ..io.safetensors_files import read_safetensors
         try:
             sd, _ = read_safetensors(path)
         except UntrustedFileError as e:
             raise PairsError(path, e.problem) from None
-        for k in parts:
-            if not torch.isfinite(sd[k]).all():
-                raise PairsError(path, f"tensor {k!r} holds NaN or Inf values")
-        return {k: sd[k].float() if k in ("w", "embed") else sd[k].double() for k in parts}
+        for k in ("w", "embed"):
+            if not sd[k].is_floating_point() or not torch.isfinite(sd[k]).all():
+                raise PairsError(path, f"tensor {k!r} is not finite floating-point data")
+        return {k: sd[k].float() for k in ("w", "embed")}
+
+    def _read_sums(self, path):
+        """Only the two small sum tensors of a shard (validated header, then their byte ranges)."""
+        from ..io.safetensors_files import read_safetensors_header
+        from ..io.torch_files import open_untrusted
+        out = {}
+        try:
+            with open_untrusted(path) as (fh, budget):
+                h = read_safetensors_header(fh, path, budget)
+                for k in ("w_sum", "w_sqsum"):
+                    dtype, shape, begin, end = h.entries[k]
+                    if dtype != torch.float64 or shape != (self.w_dim,):
+                        raise PairsError(path, f"tensor {k!r} is {dtype} {list(shape)}, expected float64 [{self.w_dim}]")
+                    fh.seek(h.data_start + begin)
+                    raw = bytearray(fh.read(end - begin))
+                    if len(raw) != end - begin:
+                        raise PairsError(path, "file is truncated")
+                    out[k] = torch.frombuffer(raw, dtype=torch.float64).clone()
+                    if not torch.isfinite(out[k]).all():
+                        raise PairsError(path, f"tensor {k!r} holds NaN or Inf values")
+        except UntrustedFileError as e:
+            raise PairsError(path, e.problem) from None
+        return out
 
     def stats(self):
         n, s, sq = 0, 0.0, 0.0
         for p, k in self.shards:
-            d = self._read(p, ("w_sum", "w_sqsum"))
+            d = self._read_sums(p)
             n, s, sq = n + k, s + d["w_sum"], sq + d["w_sqsum"]
         return _stats_from_sums(n, s, sq)
 

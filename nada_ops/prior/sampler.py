@@ -23,6 +23,9 @@ import torch.nn.functional as F
 from ..latents import WLatents
 from .model import LatentPrior
 
+#: Most latents one request may draw (prompts x per prompt x candidates); each candidate is rendered.
+MAX_SAMPLES = 16384
+
 
 @dataclass
 class TextToLatents:
@@ -71,6 +74,9 @@ def text_to_latents(prior: LatentPrior, clip_model, prompts, G=None, per_prompt:
         raise ValueError("give a non-empty prompt")
     if per_prompt < 1 or candidates < 1:
         raise ValueError("per_prompt and candidates must be >= 1")
+    if len(prompts) * per_prompt * candidates > MAX_SAMPLES:
+        raise ValueError(f"{len(prompts)} prompt(s) x {per_prompt} image(s) x {candidates} candidate(s) = "
+                         f"{len(prompts) * per_prompt * candidates} latents to draw and render; at most {MAX_SAMPLES}")
     if G is not None:
         if G.cfg.w_dim != prior.cfg.latent_dim:
             raise ValueError(f"the prior makes {prior.cfg.latent_dim}-d latents; the generator's w_dim is "
