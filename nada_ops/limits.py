@@ -76,6 +76,25 @@ RANGES: dict[str, Range] = {
     "cpus_per_unit": Range(float, 0.01, 1024.0, "CPUs per batch worker"),
     "workers": Range(int, 1, 100_000, "batch workers"),
     "retries": Range(int, 0, 100, "tries again after a worker died"),
+    # clip2latent priors
+    "pairs": Range(int, 1, 100_000_000, "training pairs"),
+    "shard_size": Range(int, 1, 200_000, "pairs per shard file"),
+    "train_steps": Range(int, 1, 100_000_000, "prior training steps"),
+    "prior_batch": Range(int, 1, 65_536, "pairs per training step"),
+    "weight_decay": Range(float, 0.0, 10.0, "AdamW weight decay"),
+    "ema_beta": Range(float, 0.0, 0.999999, "EMA decay"),
+    "ema_every": Range(int, 1, 1_000_000, "steps between EMA updates"),
+    "ema_start": Range(int, 0, 100_000_000, "steps before the EMA starts"),
+    "cond_noise": Range(float, 0.0, 100.0, "condition noise scale"),
+    "cond_drop": Range(float, 0.0, 0.99, "condition dropout probability"),
+    "checkpoint_every": Range(int, 0, 100_000_000, "steps between checkpoints (0 = only at the end)"),
+    "val_every": Range(int, 0, 100_000_000, "steps between validations (0 = only at the end)"),
+    "val_images": Range(int, 0, 4096, "held-out validation images"),
+    "mix_shards": Range(int, 1, 1024, "shards shuffled together"),
+    "per_prompt": Range(int, 1, 1024, "images per prompt"),
+    "candidates": Range(int, 1, 256, "latents drawn per image for CLIP re-ranking"),
+    "guidance": Range(float, -100.0, 100.0, "classifier-free guidance scale"),
+    "prior_steps": Range(int, 1, 100_000, "diffusion sampling steps"),
 }
 
 #: Most seeds one request may name (each one becomes a rendered image or video).

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-_MODULES = ["generator", "adapt", "latents", "invert", "interpolate", "images", "faces", "mapper"]
+_MODULES = ["generator", "adapt", "latents", "invert", "interpolate", "images", "faces", "mapper", "prior"]
 
 NODE_CLASS_MAPPINGS: dict = {}
 NODE_DISPLAY_NAME_MAPPINGS: dict = {}

@@ -12,6 +12,7 @@ DIRECTION_FOLDER = "latent_directions"
 ENCODER_FOLDER = "stylegan_encoders"
 LANDMARK_FOLDER = "face_landmarks"
 MAPPER_FOLDER = "stylegan_mappers"
+PRIOR_FOLDER = "stylegan_priors"
 MODEL_EXTENSIONS = {".pkl", ".pt", ".pth", ".safetensors"}
 
 # Custom types (pack-prefixed: type names are global in ComfyUI).
@@ -49,7 +50,8 @@ def register_model_folders() -> None:
                       (DIRECTION_FOLDER, {".npy", ".pt", ".pth"}),
                       (ENCODER_FOLDER, {".pt", ".pth"}),
                       (LANDMARK_FOLDER, {".dat"}),
-                      (MAPPER_FOLDER, {".safetensors", ".pt", ".pth"})):
+                      (MAPPER_FOLDER, {".safetensors", ".pt", ".pth"}),
+                      (PRIOR_FOLDER, {".safetensors", ".ckpt", ".pt", ".pth"})):
         default = os.path.join(fp.models_dir, key)
         if key in fp.folder_names_and_paths:
             paths, known = fp.folder_names_and_paths[key]

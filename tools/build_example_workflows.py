@@ -561,6 +561,59 @@ iteration as in the paper.
     return wf.finish()
 
 
+PRIOR_FILE = "stylegan2-ffhq-1024x1024-vitb32.safetensors"
+ZOMBIE = "nada/photo_to_zombie_00001.safetensors"
+
+
+def text_to_image_prior(m):
+    wf = Workflow(m, scale=0.8)
+    wf.add("MarkdownNote", [20, 20], size=[440, 980], widgets={"text": f"""# Text -> image with any generator (clip2latent)
+
+A clip2latent prior (Pinkney & Li 2022) turns the CLIP embedding of a prompt into latents of the generator it was
+trained on. StyleGAN-NADA keeps adapted generators in the source's latent space, so the SAME latents render the
+prompt with the source and with every generator adapted from it: here the source, the pencil-sketch and the zombie
+generators of the other examples, side by side.
+
+*Text to Latents*: guidance 2 and 25 steps as in the paper; each kept latent is the best of `candidates` by CLIP
+similarity to the prompt (the paper draws 16; fewer is faster). `truncation` < 1 gives cleaner, less varied faces;
+`mix_crossover` 8 varies colours and fine texture.
+
+{MODELS_NOTE}
+- `ComfyUI/models/stylegan/{ADAPTED}` (the *image-guided adaptation* example saves it) and
+  `ComfyUI/models/stylegan/{ZOMBIE}` (the *text adaptation* example saves it), or any generators adapted from
+  the same source.
+- `ComfyUI/models/stylegan_priors/{PRIOR_FILE}`: the prior, made once from the source generator with the pack's
+  command line (pairs streamed to disk, training resumable; the paper: 1M pairs, ~500k steps, about 9 h on an
+  A100):
+
+  `python -m nada_ops prior make-pairs --generator ComfyUI/models/stylegan/{SOURCE} --clip-dir ComfyUI/models/open_clip --out pairs/ffhq`
+
+  `python -m nada_ops prior train --pairs pairs/ffhq --work runs/ffhq-prior --generator ComfyUI/models/stylegan/{SOURCE} --clip-dir ComfyUI/models/open_clip --out ComfyUI/models/stylegan_priors/{PRIOR_FILE}`
+
+  clip2latent's released FFHQ prior (`ffhq-sg2-510.ckpt` with its `ffhq-sg2-510.yaml` beside it, Hugging Face
+  `lambdalabs/clip2latent`), made for NVIDIA's StyleGAN2 FFHQ 1024 px generator, loads too: pick it in
+  *Load Prior*.
+"""})
+    src = wf.add("NADALoadStyleGAN", [500, 20], widgets={"model": SOURCE}, title="Load StyleGAN (source)")
+    sk = wf.add("NADALoadStyleGAN", wf.below(src), widgets={"model": ADAPTED}, title="Load StyleGAN (pencil sketch)")
+    zb = wf.add("NADALoadStyleGAN", wf.below(sk), widgets={"model": ZOMBIE}, title="Load StyleGAN (zombie)")
+    clip = clip_loader(wf, wf.below(zb), both=False)
+    prior = wf.add("NADALoadPrior", [860, 20], size=[340, 0], widgets={"model": PRIOR_FILE})
+    t2l = wf.add("NADATextToLatents", wf.below(prior), size=[340, 0], min_height=60,
+                 widgets={"prompt": "a photograph of a smiling woman with curly red hair", "images_per_prompt": 4,
+                          "candidates": 8, "guidance": 2.0, "steps": 25},
+                 inputs={"prior": (prior, 0), "clip": (clip, 0), "generator": (src, 0)})
+    x_syn, x_img = 1240, 1600
+    previews = []
+    for i, (gen, what) in enumerate(((src, "source"), (sk, "pencil sketch"), (zb, "zombie"))):
+        syn = wf.add("NADASynthesize", [x_syn, 20 + i * 330], widgets={"batch_size": 4},
+                     inputs={"generator": (gen, 0), "latents": (t2l, 0)}, title=f"Synthesize ({what})")
+        previews.append(wf.add("PreviewImage" if i else "SaveImage", [x_img, 20 + i * 330], size=[420, 290],
+                               widgets={} if i else {"filename_prefix": "nada/text_to_image"},
+                               inputs={"images": (syn, 0)}, title=f"{what.capitalize()}"))
+    return wf.finish()
+
+
 EXAMPLES = {
     "text_adaptation": text_adaptation,
     "image_guided_adaptation": image_guided_adaptation,
@@ -569,6 +622,7 @@ EXAMPLES = {
     "encode_photo_to_adapted": encode_photo_to_adapted,
     "stylegan3_adaptation": stylegan3_adaptation,
     "latent_mapper_dog_to_cat": latent_mapper_dog_to_cat,
+    "text_to_image_prior": text_to_image_prior,
 }
 
 

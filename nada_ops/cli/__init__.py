@@ -24,6 +24,7 @@ COMMANDS = {
     "mapper": ("mapper", "latent mapper on an adapted generator (StyleGAN-NADA sec. 4.3): train | apply"),
     "sweep": ("sweep", "adapt one generator to many prompts / a grid of settings (optionally + transitions); "
                        "--ray for many GPUs"),
+    "prior": ("prior", "clip2latent text -> latents priors: make-pairs | train | sample | info"),
 }
 
 
