@@ -4,16 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+import cards
+from cards import font as _font
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _font(size, bold=False):
-    try:
-        return ImageFont.truetype("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf", size)
-    except OSError:
-        return ImageFont.load_default(size)
 
 
 def _animal(d, cx, cy, r, fill, cat: float):
@@ -41,19 +36,13 @@ def _animal(d, cx, cy, r, fill, cat: float):
 
 
 def card() -> Image.Image:
-    im = Image.new("RGB", (640, 360), (32, 32, 36))
-    d = ImageDraw.Draw(im)
-    d.text((20, 14), "Dog -> cat: adapt, then mine with a latent mapper", fill=(240, 240, 240),
-           font=_font(21, bold=True))
+    im, d = cards.canvas("Dog -> cat: adapt, then mine with a latent mapper", title_size=21)
 
-    def box(x, y, w, h, title, sub):
-        d.rounded_rectangle((x, y, x + w, y + h), radius=8, fill=(58, 76, 140), outline=(150, 170, 230))
-        d.text((x + 10, y + 10), title, fill=(255, 255, 255), font=_font(14, bold=True))
-        d.text((x + 10, y + 32), sub, fill=(220, 225, 245), font=_font(11))
+    def box(*a):
+        cards.box(d, *a, title_size=14, sub_size=11, title_dy=10, sub_dy=32)
 
-    def arrow(x0, x1, y):
-        d.line((x0, y, x1, y), fill=(220, 220, 220), width=3)
-        d.polygon([(x1, y), (x1 - 10, y - 6), (x1 - 10, y + 6)], fill=(220, 220, 220))
+    def arrow(*a):
+        cards.arrow(d, *a)
 
     _animal(d, 62, 130, 34, (200, 160, 110), 0.0)
     d.text((28, 178), "AFHQ dog", fill=(210, 210, 210), font=_font(13))

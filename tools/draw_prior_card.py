@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+import cards
+from cards import font as _font
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _font(size, bold=False):
-    try:
-        return ImageFont.truetype("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf", size)
-    except OSError:
-        return ImageFont.load_default(size)
 
 
 def _face(d, x, y, s, skin, hair, line, sketch=False):
@@ -33,21 +28,13 @@ def _face(d, x, y, s, skin, hair, line, sketch=False):
 
 
 def prior_card() -> Image.Image:
-    im = Image.new("RGB", (640, 360), (32, 32, 36))
-    d = ImageDraw.Draw(im)
-    d.text((20, 14), "Text -> image with any generator (clip2latent)", fill=(240, 240, 240), font=_font(21, True))
+    im, d = cards.canvas("Text -> image with any generator (clip2latent)", title_size=21)
 
-    def box(x, y, w, h, title, sub, fill=(58, 76, 140)):
-        d.rounded_rectangle((x, y, x + w, y + h), radius=8, fill=fill, outline=(150, 170, 230))
-        d.text((x + 10, y + 10), title, fill=(255, 255, 255), font=_font(15, True))
-        d.multiline_text((x + 10, y + 34), sub, fill=(220, 225, 245), font=_font(12), spacing=3)
+    def box(x, y, w, h, title, sub, fill=cards.NODE_FILL):
+        cards.box(d, x, y, w, h, title, sub, title_dy=10, sub_dy=34, spacing=3, fill=fill)
 
-    def arrow(x0, y0, x1, y1):
-        import math
-        d.line((x0, y0, x1, y1), fill=(220, 220, 220), width=3)
-        a = math.atan2(y1 - y0, x1 - x0)
-        tip = [(x1, y1)] + [(x1 - 11 * math.cos(a + s), y1 - 11 * math.sin(a + s)) for s in (0.45, -0.45)]
-        d.polygon(tip, fill=(220, 220, 220))
+    def arrow(*a):
+        cards.arrow_to(d, *a)
 
     box(20, 70, 170, 110, "Prompt", '"a photograph of a\nsmiling woman with\ncurly red hair"', fill=(70, 70, 78))
     arrow(192, 125, 222, 125)

@@ -10,23 +10,16 @@ import math
 import random
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+import cards
+from cards import font as _font
+from PIL import Image
 
 OUT = Path(__file__).resolve().parent.parent / "example_workflows" / "stylegan3_adaptation.jpg"
 
 
-def _font(size, bold=False):
-    try:
-        return ImageFont.truetype("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf", size)
-    except OSError:
-        return ImageFont.load_default(size)
-
-
 def card() -> Image.Image:
     rnd = random.Random(17)
-    im = Image.new("RGB", (640, 360), (32, 32, 36))
-    d = ImageDraw.Draw(im)
-    d.text((20, 14), "StyleGAN3: sample, adapt, transition", fill=(240, 240, 240), font=_font(22, bold=True))
+    im, d = cards.canvas("StyleGAN3: sample, adapt, transition")
     # Fourier features: a few rotated sinusoids summed (the input StyleGAN3 translates / rotates)
     feat = Image.new("L", (110, 110))
     px = feat.load()
@@ -40,14 +33,11 @@ def card() -> Image.Image:
     d.text((24, 188), "Fourier input", fill=(210, 210, 210), font=_font(13))
     d.text((24, 206), "translate / rotate", fill=(160, 160, 160), font=_font(12))
 
-    def box(x, y, w, h, title, sub):
-        d.rounded_rectangle((x, y, x + w, y + h), radius=8, fill=(58, 76, 140), outline=(150, 170, 230))
-        d.text((x + 10, y + 12), title, fill=(255, 255, 255), font=_font(15, bold=True))
-        d.text((x + 10, y + 36), sub, fill=(220, 225, 245), font=_font(12))
+    def box(*a):
+        cards.box(d, *a)
 
-    def arrow(x0, x1, y):
-        d.line((x0, y, x1, y), fill=(220, 220, 220), width=3)
-        d.polygon([(x1, y), (x1 - 10, y - 6), (x1 - 10, y + 6)], fill=(220, 220, 220))
+    def arrow(*a):
+        cards.arrow(d, *a)
 
     arrow(140, 170, 125)
     box(174, 90, 128, 70, "StyleGAN3", "T or R, alias-free\n16 W+ entries")
