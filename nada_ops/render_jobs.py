@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from dataclasses import asdict, dataclass, field, fields
 
 from .video import EASING_NAMES, VIDEO_FORMATS
@@ -163,31 +162,10 @@ def load_job_file(path) -> list[TransitionJob]:
     Bounded: at most ``limits.MAX_JOB_FILE_BYTES`` are read (a regular file only: not a
     pipe or a device) and ``limits.MAX_JOBS`` jobs accepted; every field of every job is
     type- and range-checked, and every error names the file, the job and the field."""
-    from .limits import MAX_JOB_FILE_BYTES, MAX_JOBS
+    from .batch.jobs import read_structured_file   # the one bounded reader of job files
+    from .limits import MAX_JOBS
     p = os.fspath(path)
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        raise ValueError(f"{p}: job file does not exist") from None
-    except OSError as e:
-        raise ValueError(f"{p}: cannot read the job file ({e.strerror or e})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"{p}: the job file is not a regular file")
-    try:
-        with open(p, "rb") as fh:
-            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"{p}: cannot read the job file ({e.strerror or e})") from None
-    if len(raw) > MAX_JOB_FILE_BYTES:
-        raise ValueError(f"{p}: the job file is larger than {MAX_JOB_FILE_BYTES // 2 ** 20} MiB")
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{p}: the job file is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: not valid JSON ({e})") from None
-    except (ValueError, RecursionError) as e:   # e.g. a 10,000-digit number, nesting too deep
-        raise ValueError(f"{p}: cannot read the JSON ({type(e).__name__}: {str(e)[:120]})") from None
+    data = read_structured_file(p)
     defaults = {}
     if isinstance(data, dict):
         extra = sorted(map(str, set(data) - {"defaults", "jobs"}))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import signal
 import sys
@@ -273,24 +272,8 @@ def _estimate_cpu_time(G, ens, settings, schedule, say, format_duration) -> None
 
 
 def _image_files(spec: str) -> list[str]:
-    from ..io.images import IMAGE_SUFFIXES, MAX_IMAGE_FILES
-    if os.path.isdir(spec):
-        files = []
-        with os.scandir(spec) as it:
-            for e in it:
-                if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file():
-                    files.append(e.path)
-                    if len(files) > MAX_IMAGE_FILES:
-                        break
-    else:
-        files = []
-        for f in glob.iglob(spec):
-            if f.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(f):
-                files.append(f)
-                if len(files) > MAX_IMAGE_FILES:
-                    break
-    if not files:
-        raise UsageError(f"--target-images {spec!r}: no images found ({', '.join(IMAGE_SUFFIXES)})")
-    if len(files) > MAX_IMAGE_FILES:
-        raise UsageError(f"--target-images {spec!r}: more than {MAX_IMAGE_FILES} images; use a smaller set")
-    return sorted(files)
+    from ..batch.jobs import image_files
+    try:
+        return image_files(spec, where="--target-images")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
