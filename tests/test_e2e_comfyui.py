@@ -86,7 +86,7 @@ def _write_test_generator(path: Path, seed: int = 0) -> None:
 def _write_example_stand_ins(base: Path) -> None:
     """Small stand-ins under the other examples' own file names (formats are read from the content):
     NVIDIA's AFHQ dog model, a StyleGAN3 pickle in NVIDIA's real structure, an e4e checkpoint in the
-    authors' format that belongs to the stand-in generator."""
+    authors' format that belongs to the stand-in generator, a clip2latent prior in the pack's format."""
     import shutil
 
     import torch
@@ -105,6 +105,17 @@ def _write_example_stand_ins(base: Path) -> None:
     (base / "models" / "stylegan_encoders").mkdir(parents=True, exist_ok=True)
     write_encoder_checkpoint(base / "models" / "stylegan_encoders" / "e4e_ffhq_encode.pt", "Encoder4Editing",
                              load_generator(sg / MODEL_NAME).G, resolution=64)
+    # a small untrained clip2latent prior for the stand-in generator and CLIP ViT-B/32 (512-d embeddings)
+    from nada_ops.prior.config import PriorConfig
+    from nada_ops.prior.formats import write_prior
+    from nada_ops.prior.model import new_prior
+    G = load_generator(sg / MODEL_NAME).G
+    cfg = PriorConfig.preset("tiny", latent_dim=G.cfg.w_dim, cond_dim=512, dim=32, dim_head=16, depth=1)
+    prior = new_prior(cfg, G.w_avg.clone(), torch.ones(G.cfg.w_dim), seed=0, name="stand-in",
+                      provenance={"clip": {"name": "ViT-B-32", "embed_dim": 512},
+                                  "generator": {"num_ws": G.cfg.num_ws}})
+    (base / "models" / "stylegan_priors").mkdir(parents=True, exist_ok=True)
+    write_prior(prior, base / "models" / "stylegan_priors" / "stylegan2-ffhq-1024x1024-vitb32.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -223,12 +234,16 @@ def update_assets(out: Path) -> None:
     thumbnails(out)
 
 
+def _cards():
+    """tools/cards.py: the drawing primitives of the example cards."""
+    if str(ROOT / "tools") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tools"))
+    import cards
+    return cards
+
+
 def _font(size, bold=False):
-    from PIL import ImageFont
-    try:
-        return ImageFont.truetype("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf", size)
-    except OSError:
-        return ImageFont.load_default(size)
+    return _cards().font(size, bold)
 
 
 def thumbnails(out: Path) -> None:
@@ -269,22 +284,9 @@ def thumbnails(out: Path) -> None:
 
 def image_guided_card():
     """A drawn card: a few style images -> CLIP direction -> Adapt Generator -> adapted samples."""
-    import random
-
-    from PIL import Image, ImageDraw
-    rnd = random.Random(3)
-    im = Image.new("RGB", (640, 360), (32, 32, 36))
-    d = ImageDraw.Draw(im)
-    d.text((20, 14), "Image-guided (few-shot) adaptation", fill=(240, 240, 240), font=_font(22, bold=True))
-
-    def painting(x, y, w, h, palette):
-        d.rectangle((x, y, x + w, y + h), fill=palette[0])
-        for _ in range(40):
-            cx, cy = x + rnd.randint(0, w), y + rnd.randint(0, h)
-            r = rnd.randint(4, 14)
-            d.ellipse((max(x, cx - r), max(y, cy - r), min(x + w, cx + r), min(y + h, cy + r)),
-                      fill=rnd.choice(palette[1:]))
-        d.rectangle((x, y, x + w, y + h), outline=(200, 200, 200))
+    from PIL import Image
+    cards = _cards()
+    im, d = cards.canvas("Image-guided (few-shot) adaptation")
 
     # the example's own style images (example_inputs/pencil_sketch)
     sketches = sorted((ROOT / "example_inputs" / "pencil_sketch").glob("*.png"))[:3]
@@ -295,14 +297,11 @@ def image_guided_card():
     d.text((24, 250), "a few style images", fill=(210, 210, 210), font=_font(14))
     d.text((24, 270), "(Load Images from Folder)", fill=(160, 160, 160), font=_font(12))
 
-    def box(x, y, w, h, title, sub):
-        d.rounded_rectangle((x, y, x + w, y + h), radius=8, fill=(58, 76, 140), outline=(150, 170, 230))
-        d.text((x + 10, y + 12), title, fill=(255, 255, 255), font=_font(15, bold=True))
-        d.text((x + 10, y + 36), sub, fill=(220, 225, 245), font=_font(12))
+    def box(*a):
+        cards.box(d, *a)
 
-    def arrow(x0, x1, y):
-        d.line((x0, y, x1, y), fill=(220, 220, 220), width=3)
-        d.polygon([(x1, y), (x1 - 10, y - 6), (x1 - 10, y + 6)], fill=(220, 220, 220))
+    def arrow(*a):
+        cards.arrow(d, *a)
 
     arrow(150, 182, 150)
     box(186, 110, 140, 80, "CLIP Direction", "16 generated source\nsamples -> your images")

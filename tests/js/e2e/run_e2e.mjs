@@ -590,7 +590,7 @@ try {
   await sleep(1500);
   await page.screenshot({ path: path.join(OUT, "run_transition_video.png") });
 
-  // the examples of the encoders, StyleGAN3 and the latent mapper, with the stand-ins the test wrote
+  // the examples of the encoders, StyleGAN3, the latent mapper and the prior, with the stand-ins the test wrote
   // under their own file names (tests/test_e2e_comfyui.py)
   const enc = JSON.parse(fs.readFileSync(path.join(EXAMPLES, "encode_photo_to_adapted.json"), "utf8"));
   const lm1024 = JSON.parse(enc.nodes.find((n) => n.type === "NADAAlignFace").widgets_values
@@ -608,6 +608,12 @@ try {
       ["NADALoadStyleGAN", { device: "cpu" }], ["NADALoadCLIP", clipStandIn], ["NADALayerFreezeSchedule", { n_w: 2 }],
       ["NADAAdaptGenerator", { iterations: STEPS_OTHER, preview_every: 2 }],
       ["NADATrainLatentMapper", { iterations: STEPS_OTHER, preview_every: 2 }]]],
+    ["text_to_image_prior", [
+      ["NADALoadStyleGAN|Load StyleGAN (source)", { model: MODEL, device: "cpu" }],
+      ["NADALoadStyleGAN|Load StyleGAN (pencil sketch)", { model: adapted, device: "cpu" }],
+      ["NADALoadStyleGAN|Load StyleGAN (zombie)", { model: adapted, device: "cpu" }],
+      ["NADALoadCLIP", clipStandIn], ["NADALoadPrior", { device: "cpu" }],
+      ["NADATextToLatents", { images_per_prompt: 2, candidates: 2, steps: 4 }]]],
   ];
   for (const [name, values] of more) {
     if (!fs.existsSync(path.join(EXAMPLES, `${name}.json`))) continue;
