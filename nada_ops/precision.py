@@ -141,3 +141,13 @@ def resolve(name: str | None, device) -> Precision:
     return Precision(name, device_type=dt, tf32=dt == "cuda", clip_dtype=low, synthesis_dtype=low,
                      num_fp16_res=NUM_FP16_RES, conv_clamp=FP16_CONV_CLAMP,
                      loss_scale=1.0)
+
+
+def synthesis_call(G, precision: str | None, dtype: torch.dtype = torch.float32):
+    """``(kwargs for G.synthesis, math context)`` for rendering with ``G``: the policy's
+    synthesis settings and TF32 switches when ``precision`` is given, else ``dtype`` alone
+    (unchanged calls). One rule for every renderer (sampling, inversion previews, videos)."""
+    if precision is None:
+        return {"dtype": dtype}, contextlib.nullcontext()
+    pol = resolve(precision, G.w_avg.device)
+    return pol.synthesis_kwargs(G.cfg), pol.math()

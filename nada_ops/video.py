@@ -203,17 +203,20 @@ class Frame:
 
 def iter_transition(path: GeneratorPath, motion: LatentMotion, plans, batch_size: int = 8,
                     noise_mode: str = "const", noise_seed: int = 0,
-                    dtype: torch.dtype = torch.float32) -> Iterator[Frame]:
+                    dtype: torch.dtype = torch.float32, precision: str | None = None) -> Iterator[Frame]:
     """Yield one :class:`Frame` per plan entry.  ``noise_mode='random'`` gives every latent its own
     noise (seeded by ``noise_seed`` and the latent's index) and the SAME noise in every frame, so
-    the video does not flicker."""
+    the video does not flicker. ``precision``: a :mod:`nada_ops.precision` policy name that
+    replaces ``dtype`` (None: ``dtype`` as given)."""
+    from .precision import synthesis_call
     n = motion.ws.shape[0]
     batch_size = max(int(batch_size), 1)
     dev = path.device
     for plan in plans:
         G = path.set(plan.position)
         outs = []
-        with torch.no_grad():
+        kw, math_ctx = synthesis_call(G, precision, dtype)
+        with torch.no_grad(), math_ctx:
             for i in range(0, n, batch_size):
                 rows = slice(i, min(i + batch_size, n))
                 ws = motion.at(plan.latent_u, rows).to(dev)
@@ -222,7 +225,7 @@ def iter_transition(path: GeneratorPath, motion: LatentMotion, plans, batch_size
                     per = [G.make_noises(1, torch.Generator(device=dev).manual_seed(int(noise_seed) * 1000003 + r))
                            for r in range(rows.start, rows.stop)]
                     noises = [torch.cat(layer, dim=0) for layer in zip(*per)]
-                img = G.synthesis(ws, noise_mode=noise_mode, noises=noises, dtype=dtype)
+                img = G.synthesis(ws, noise_mode=noise_mode, noises=noises, **kw)
                 outs.append(img.float())
         yield Frame(plan.index, plan, torch.cat(outs, dim=0))
 
@@ -628,7 +631,7 @@ def render_transition(generators, ws: torch.Tensor, num_frames: int, *, easing: 
                       loop: bool = False, keyframes: torch.Tensor | None = None, latent_mode: str = "lerp",
                       direction_offset: torch.Tensor | None = None, direction_strength: float = 0.0,
                       batch_size: int = 8, noise_mode: str = "const", noise_seed: int = 0,
-                      dtype: torch.dtype = torch.float32, device=None, names=None,
+                      dtype: torch.dtype = torch.float32, precision: str | None = None, device=None, names=None,
                       layout: str = "grid", cols: int | None = None,
                       writers=None, collect: bool = False, last_frame: bool = False,
                       progress: ProgressFn | None = None, preview_every: int = 0) -> torch.Tensor | None:
@@ -654,7 +657,7 @@ def render_transition(generators, ws: torch.Tensor, num_frames: int, *, easing: 
         raise ValueError(f"layout 'separate' needs one writer per latent ({ws.shape[0]}), got {len(writers)}")
     out = None
     try:
-        for fr in iter_transition(path, motion, plans, batch_size, noise_mode, noise_seed, dtype):
+        for fr in iter_transition(path, motion, plans, batch_size, noise_mode, noise_seed, dtype, precision):
             grid = None
             is_last = fr.index == len(plans) - 1
             if layout == "grid" or collect or (last_frame and is_last) or (progress and preview_every):

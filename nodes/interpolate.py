@@ -150,7 +150,7 @@ class NADARenderTransition:
                     [h.G for h in handles], latents.ws, frames, easing=easing, loop=loop, keyframes=keyframes,
                     latent_mode=latent_mode, direction_offset=offset, direction_strength=direction_strength,
                     batch_size=batch_size, noise_mode=noise_mode, noise_seed=random_noise_seed,
-                    dtype=generator_a.dtype, device=generator_a.device, names=names, layout="grid",
+                    dtype=generator_a.dtype, precision=generator_a.precision, device=generator_a.device, names=names, layout="grid",
                     cols=grid_columns or None, writers=writers, collect=return_frames,
                     progress=lambda d, t, p: bar(d, t, p), preview_every=max(1, frames // 20),
                     last_frame=not return_frames)

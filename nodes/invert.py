@@ -225,7 +225,7 @@ class NADAInvertImage:
                          + (" (stopped early: best so far)" if res.stopped_early else "")
                          + f"\npixel MSE (in [-1,1]) encoder: {mse0}\npixel MSE refined: {mse1}")
         if images is None:
-            images = synthesize(generator.G, latents.ws, dtype=generator.dtype)
+            images = synthesize(generator.G, latents.ws, dtype=generator.dtype, precision=generator.precision)
             mse = ((images.float().clamp(-1, 1) - target.to(images.device)) ** 2).mean(dim=(1, 2, 3))
             lines.append("pixel MSE (in [-1,1]): " + ", ".join(f"{float(v):.4f}" for v in mse))
         lines += [f"note: {n}" for n in notes]

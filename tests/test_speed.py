@@ -382,3 +382,34 @@ def test_old_workflows_keep_their_adapt_widgets(comfy):
     old_values = [300, 2, 0.002, 0.9, 0, 25, False, 0.0, "random", 100]   # text_adaptation.json before
     mapped = dict(zip(names, old_values))
     assert mapped["save_every"] == 100 and "precision" not in mapped
+
+
+# ------------------------------------------------------------------------------ rendering with a policy
+def test_renderers_take_the_policy_and_load_styleGAN_offers_it(G, comfy, tmp_path):
+    """Synthesize, inversion previews and transition videos render through one rule
+    (precision.synthesis_call): no policy = the handle's dtype as before; a policy = its reduced
+    top resolutions (bfloat16 on a CPU), close to exact. Load StyleGAN's 'fast' only applies on a
+    GPU; old workflows' 'fp32' / 'fp16' keep their meaning."""
+    from nada_ops.precision import synthesis_call
+    from nada_ops.stylegan.io import save_generator
+    from nada_ops.stylegan.sampling import synthesize
+    from nada_ops.video import render_transition
+    ws = G.map(torch.randn(2, G.cfg.z_dim, generator=torch.Generator().manual_seed(1))).detach()
+    kw, _ = synthesis_call(G, None, torch.float32)
+    assert kw == {"dtype": torch.float32}
+    exact = synthesize(G, ws)
+    fast = synthesize(G, ws, precision="fast")
+    assert not torch.equal(exact, fast) and (exact - fast).abs().max() < 0.5 * exact.abs().max()
+    assert torch.equal(synthesize(G, ws, precision="exact"), exact)
+    frames_exact = render_transition([G, G], ws, 2, collect=True)
+    frames_fast = render_transition([G, G], ws, 2, collect=True, precision="fast")
+    assert frames_exact.shape == frames_fast.shape and not torch.equal(frames_exact, frames_fast)
+    assert (frames_exact - frames_fast).abs().max() < 0.25
+
+    cls = comfy.pack.NODE_CLASS_MAPPINGS["NADALoadStyleGAN"]
+    choices = cls.INPUT_TYPES()["required"]["precision"][0]
+    assert choices[:2] == ["fp32", "fp16"] and "fast" in choices
+    save_generator(G, comfy.models_dir / "stylegan" / "g.safetensors")
+    with torch.inference_mode():
+        handle, _ = cls().load("g.safetensors", "cpu", "fast")
+    assert handle.precision is None and handle.dtype == torch.float32    # a CPU renders exactly

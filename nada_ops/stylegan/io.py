@@ -104,6 +104,9 @@ class GeneratorHandle:
     source_format: str
     provenance: dict = field(default_factory=dict)
     dtype: torch.dtype = torch.float32
+    #: a :mod:`nada_ops.precision` policy for rendering ('fast': NVIDIA's fp16 top resolutions
+    #: with clamping, TF32); None = ``dtype`` for every block
+    precision: str | None = None
 
     @property
     def cfg(self) -> StyleGAN2Config:          # or a StyleGAN3Config

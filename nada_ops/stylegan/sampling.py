@@ -1,7 +1,6 @@
 """Seeds -> W/W+ latents -> images, batched; image layout helpers."""
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable
 
@@ -89,11 +88,8 @@ def synthesize(G: Generator, ws: torch.Tensor, noise_mode: str = "const", batch_
         raise ValueError(f"{transform.shape[0]} input transforms for {n} latents: give one or one per latent")
     if noise_mode == "random" and noise_seed is not None:
         gen = torch.Generator(device=G.w_avg.device).manual_seed(int(noise_seed))
-    kw_prec, tf32_ctx = {}, contextlib.nullcontext()
-    if precision is not None:
-        from ..precision import resolve
-        pol = resolve(precision, G.w_avg.device)
-        kw_prec, tf32_ctx = pol.synthesis_kwargs(G.cfg), pol.math()
+    from ..precision import synthesis_call
+    kw_prec, tf32_ctx = synthesis_call(G, precision, dtype)
     with torch.no_grad(), tf32_ctx:
         for i in range(0, n, batch_size):
             chunk = ws[i:i + batch_size].to(G.w_avg.device)
@@ -102,10 +98,7 @@ def synthesize(G: Generator, ws: torch.Tensor, noise_mode: str = "const", batch_
             if transform is not None:
                 kw["transform"] = transform[i:i + batch_size] if transform.ndim == 3 and transform.shape[0] > 1 \
                     else transform
-            if kw_prec:
-                kw.update(kw_prec)
-            else:
-                kw["dtype"] = dtype
+            kw.update(kw_prec)
             img = G.synthesis(chunk, noise_mode=noise_mode, noises=noises, **kw)
             out.append(img.float())
             if progress is not None:
