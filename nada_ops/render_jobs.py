@@ -162,27 +162,9 @@ def load_job_file(path) -> list[TransitionJob]:
     Bounded: at most ``limits.MAX_JOB_FILE_BYTES`` are read (a regular file only: not a
     pipe or a device) and ``limits.MAX_JOBS`` jobs accepted; every field of every job is
     type- and range-checked, and every error names the file, the job and the field."""
-    from .batch.jobs import read_structured_file   # the one bounded reader of job files
-    from .limits import MAX_JOBS
+    from .batch.jobs import read_job_list   # the one bounded reader of job files
     p = os.fspath(path)
-    data = read_structured_file(p)
-    defaults = {}
-    if isinstance(data, dict):
-        extra = sorted(map(str, set(data) - {"defaults", "jobs"}))
-        if extra:
-            raise ValueError(f"{p}: unknown top-level key(s) {extra[:10]}; expected 'defaults' and 'jobs'")
-        defaults = data.get("defaults")
-        if defaults is None:
-            defaults = {}
-        if not isinstance(defaults, dict):
-            raise ValueError(f"{p}: 'defaults' must be a JSON object, got {type(defaults).__name__}")
-        jobs = data.get("jobs")
-    else:
-        jobs = data
-    if not isinstance(jobs, list) or not jobs:
-        raise ValueError(f"{p}: expected a non-empty list of jobs")
-    if len(jobs) > MAX_JOBS:
-        raise ValueError(f"{p}: {len(jobs)} jobs, at most {MAX_JOBS} in one file")
+    defaults, jobs = read_job_list(p)
     base = os.path.dirname(os.path.abspath(p))
     out, names = [], set()
     for i, j in enumerate(jobs):

@@ -380,12 +380,9 @@ def read_structured_file(path) -> object:
         raise ValueError(f"{p}: cannot read the JSON ({type(e).__name__}: {str(e)[:120]})") from None
 
 
-def load_batch_file(path, out_dir: str) -> list[Unit]:
-    """Units from a job file ({"defaults": {...}, "jobs": [...]}, or a plain list of jobs).
-
-    ``defaults``: its plain keys are defaults of transition jobs (as in
-    :func:`nada_ops.render_jobs.load_job_file`); ``defaults["adapt"]`` and
-    ``defaults["sample-grid"]`` hold the defaults of those kinds."""
+def read_job_list(path) -> tuple[dict, list]:
+    """``(defaults, jobs)`` of a job file: ``{"defaults": {...}, "jobs": [...]}`` or a plain list
+    of jobs, read by :func:`read_structured_file`; at most ``limits.MAX_JOBS`` jobs."""
     from ..limits import MAX_JOBS
     p = os.fspath(path)
     data = read_structured_file(p)
@@ -406,6 +403,17 @@ def load_batch_file(path, out_dir: str) -> list[Unit]:
         raise ValueError(f"{p}: expected a non-empty list of jobs")
     if len(jobs) > MAX_JOBS:
         raise ValueError(f"{p}: {len(jobs)} jobs, at most {MAX_JOBS} in one file")
+    return defaults, jobs
+
+
+def load_batch_file(path, out_dir: str) -> list[Unit]:
+    """Units from a job file ({"defaults": {...}, "jobs": [...]}, or a plain list of jobs).
+
+    ``defaults``: its plain keys are defaults of transition jobs (as in
+    :func:`nada_ops.render_jobs.load_job_file`); ``defaults["adapt"]`` and
+    ``defaults["sample-grid"]`` hold the defaults of those kinds."""
+    p = os.fspath(path)
+    defaults, jobs = read_job_list(p)
     per_kind = {"transition": {k: v for k, v in defaults.items() if k not in KINDS}}
     for kind in ("adapt", "sample-grid"):
         d = defaults.get(kind)
