@@ -22,6 +22,8 @@ rm -rf "$W"; mkdir -p "$OUT" "$W"
 PY="${PYTHON:-python3}"
 [ -x /work/main/.venv/bin/python ] && [ "$DRY" = 1 ] && PY=/work/main/.venv/bin/python
 export PYTHONUNBUFFERED=1
+# measure (and test) the device loop + CUDA graph as 'auto' will choose them once verified
+export NADA_GPU_FAST_PATH=1
 T0=$(date +%s)
 DEADLINE=$(( T0 + ${BUDGET_S:-$([ "$DRY" = 1 ] && echo 7200 || echo 540)} ))     # the summary must come before the call's 600 s limit
 stage() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }

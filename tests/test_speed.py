@@ -68,7 +68,7 @@ def test_tf32_switches_are_restored():
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
 
-def test_plan_selection_and_fallbacks():
+def test_plan_selection_and_fallbacks(monkeypatch):
     s = AdaptSettings()
     p = plan_run(s, "cpu")
     assert (p.precision.name, p.loop, p.capture) == ("exact", "host", "none") and p.path == "host loop, eager"
@@ -78,8 +78,15 @@ def test_plan_selection_and_fallbacks():
     assert (p.loop, p.capture) == ("device", "compile")
     p = plan_run(AdaptSettings(capture="compile", loop="host"), "cpu")
     assert (p.loop, p.capture) == ("host", "none") and "needs the device loop" in p.notes[0]
+    # on CUDA, 'auto' keeps the host loop, eager, until the fast path has been verified on a GPU
+    monkeypatch.delenv("NADA_GPU_FAST_PATH", raising=False)
     p = plan_run(s, "cuda")
-    assert (p.precision.name, p.loop, p.capture) == ("fast", "device", "cuda_graph")
+    assert (p.precision.name, p.loop, p.capture) == ("fast", "host", "none") and "not been verified" in p.notes[0]
+    p = plan_run(AdaptSettings(capture="cuda_graph"), "cuda")
+    assert (p.loop, p.capture) == ("device", "cuda_graph")
+    monkeypatch.setenv("NADA_GPU_FAST_PATH", "1")
+    p = plan_run(s, "cuda")
+    assert (p.precision.name, p.loop, p.capture) == ("fast", "device", "cuda_graph") and not p.notes
     p = plan_run(AdaptSettings(precision="exact", capture="none"), "cuda")
     assert (p.precision.name, p.loop, p.capture) == ("exact", "device", "none")
     with pytest.raises(ValueError, match="capture must be one of"):

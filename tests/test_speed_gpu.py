@@ -46,6 +46,12 @@ def _update(r, G):
 BASE = dict(iterations=12, preview_every=0, mixing_prob=0.9)
 
 
+@pytest.fixture(autouse=True)
+def _fast_path_by_default(monkeypatch):
+    """These tests verify the device loop + CUDA graph that 'auto' picks once verified."""
+    monkeypatch.setenv("NADA_GPU_FAST_PATH", "1")
+
+
 @pytest.mark.parametrize("sched", [FreezeSchedule(), FreezeSchedule(mode="adaptive", k=5, n_w=4)],
                          ids=["all", "adaptive"])
 def test_cuda_graph_runs_whole_iterations_deterministically(G, guidance, sched):

@@ -86,13 +86,25 @@ class AdaptSettings:
 
 
 # RUNTIME: how the iterations run (never what they compute, beyond the precision policy).
-# loop 'host' (CPU default): today's simple loop, latents drawn on the CPU, one host check per
-#   iteration; 'device' (CUDA default): static shapes, device RNG, no host sync (see _DeviceStep).
-# capture 'cuda_graph' (CUDA default with the device loop): the whole iteration in one CUDA graph;
+# loop 'host' (the default): the simple loop, latents drawn on the CPU, one host check per
+#   iteration; 'device' (CUDA, see below): static shapes, device RNG, no host sync (see _DeviceStep).
+# capture 'cuda_graph' (CUDA, with the device loop): the whole iteration in one CUDA graph;
 #   'compile': torch.compile'd synthesis and CLIP towers; 'none': eager.  Impossible captures
 #   (CPU / MPS for CUDA graphs, the host loop) fall back to 'none' and say so in RunPlan.notes.
+#
+# Until the device loop and its CUDA graph have run on a GPU (benchmarks/gpu_session.sh runs their
+# GPU tests and measures them), 'auto' keeps the host loop, eager, on CUDA too: the loop that has
+# trained on GPUs. NADA_GPU_FAST_PATH=1 makes 'auto' choose them (the GPU session sets it);
+# loop='device' / capture='cuda_graph' ask for them explicitly. The precision policy is separate
+# (auto = fast on CUDA).
 CAPTURES = ("auto", "none", "cuda_graph", "compile")
 LOOPS = ("auto", "host", "device")
+
+
+def gpu_fast_path_default() -> bool:
+    """Whether 'auto' picks the device loop + CUDA graph on CUDA (see RUNTIME)."""
+    import os
+    return os.environ.get("NADA_GPU_FAST_PATH", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass
@@ -118,11 +130,16 @@ def plan_run(settings: AdaptSettings, device, cfg=None) -> RunPlan:
     prec = resolve_precision(settings.precision, dev)
     notes = []
     loop = settings.loop
+    fast_path = dev.type == "cuda" and gpu_fast_path_default()
     if loop == "auto":
-        loop = "device" if dev.type == "cuda" else "host"
+        loop = "device" if fast_path or (dev.type == "cuda" and settings.capture not in ("auto", "none")) \
+            else "host"
+        if dev.type == "cuda" and loop == "host":
+            notes.append("the device loop and CUDA graph have not been verified on a GPU yet: host loop, eager "
+                         "(capture='cuda_graph' or NADA_GPU_FAST_PATH=1 to use them)")
     capture = settings.capture
     if capture == "auto":
-        capture = "cuda_graph" if (loop == "device" and dev.type == "cuda") else "none"
+        capture = "cuda_graph" if (loop == "device" and dev.type == "cuda" and fast_path) else "none"
     if capture != "none" and loop == "host":
         if settings.loop == "host":
             notes.append(f"capture {capture!r} needs the device loop; the host loop ran eagerly")
