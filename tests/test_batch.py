@@ -62,6 +62,7 @@ def test_job_file_kinds_and_defaults(inputs, tmp_path):
      "must not set ['generators']"),
     ({"jobs": [{"kind": "adapt", "generator": "a.pkl", "target": "x", "transition": {"frames": -1}}]},
      "transition: 'frames'"),
+    ({"jobs": [{"kind": "adapt", "generator": "a.pkl", "target": "x", "precision": "turbo"}]}, "'precision' must be"),
     ({"jobs": [{"kind": "sample-grid", "generator": "a.pkl", "seeds": "0-99999999"}]}, "'seeds'"),
     ({"jobs": [{"kind": "sample-grid", "generator": "a.pkl", "name": "../x"}]}, "plain folder name"),
     ({"defaults": {"adapt": []}, "jobs": [{"generators": ["a", "b"], "seeds": "0"}]}, "'defaults.adapt'"),
@@ -131,7 +132,8 @@ def test_sweep_prompts_and_grid(inputs, tmp_path, capsys):
     base = ["sweep", "--generator", str(inputs / "a.safetensors"), "--prompt", "sketch", "--prompt", "Zombie face!",
             "--iterations", "1", "--clip", "tiny-vit:1", "--clip-weights", f"tiny-vit={inputs / 'tiny.safetensors'}",
             "--clip-config", str(inputs / "cfg" / "tiny-vit.json"), "--templates", "single", "--sample-seeds", "0",
-            "--transition", "--frames", "2", "--seeds", "0", "--format", "gif", "--out", str(out), "--device", "cpu"]
+            "--transition", "--frames", "2", "--seeds", "0", "--format", "gif", "--out", str(out), "--device", "cpu",
+            "--precision", "exact"]
     args = base + ["--grid", "lr=0.002,0.004"]
     assert main(args) == 0, capsys.readouterr().err
     names = sorted(os.listdir(out))
@@ -142,6 +144,7 @@ def test_sweep_prompts_and_grid(inputs, tmp_path, capsys):
     h = load_generator(out / "zombie_face_lr0.004" / "zombie_face_lr0.004.safetensors")
     hist = h.provenance["history"][-1]
     assert hist["direction"]["target"] == "Zombie face!" and hist["settings"]["lr"] == 0.004
+    assert hist["settings"]["precision"] == "exact"
     capsys.readouterr()
     assert main(args) == 0                                             # everything done: skipped
     assert "sketch_lr0.002: 0 written, 3 up to date" in capsys.readouterr().out

@@ -126,6 +126,7 @@ class AdaptSpec:
     n_w: int = 8
     n_i: int = 1
     lambda_global: float = 0.0
+    precision: str = "auto"             # nada_ops.precision policy of the training (auto: fast on CUDA)
     num_source_samples: int = 16
     sample_seeds: object = "0-7"        # grid of the result (None: no grid)
     psi: float = 0.7
@@ -180,6 +181,9 @@ class AdaptSpec:
         self.n_w = check("n_w", self.n_w, where)
         self.n_i = check("n_i", self.n_i, where)
         self.lambda_global = check("lambda_global", self.lambda_global, where)
+        from ..precision import POLICIES
+        if self.precision not in POLICIES:
+            _bad(where, f"'precision' must be one of {list(POLICIES)}, got {str(self.precision)[:40]!r}")
         self.num_source_samples = check("num_source_samples", self.num_source_samples, where)
         self.sample_seeds = _seeds(where, "sample_seeds", self.sample_seeds, optional=True)
         self.psi = check("psi", self.psi, where)

@@ -288,7 +288,7 @@ def _train(unit, device, cache, progress, say, model_path):
         schedule = FreezeSchedule()
     settings = AdaptSettings(iterations=s.iterations, batch_size=s.train_batch, lr=s.lr,
                              reference_lr_scale=s.reference_lr_scale, mixing_prob=s.mixing, seed=s.seed,
-                             preview_every=0, lambda_global=s.lambda_global)
+                             preview_every=0, lambda_global=s.lambda_global, precision=s.precision)
     guidance = guidance_from(ens, direction)
 
     def prog(info):

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-w", type=arg("n_w"), default=8)
     p.add_argument("--n-i", type=arg("n_i"), default=1)
     p.add_argument("--lambda-global", type=arg("lambda_global"), default=0.0)
+    p.add_argument("--precision", choices=["auto", "exact", "fast", "bf16"], default="auto",
+                   help="training arithmetic (nada_ops.precision): auto = fast on a GPU, exact elsewhere")
     p.add_argument("--sample-seeds", default="0-7", help="seeds of each result's sample grid ('none': no grid)")
     p.add_argument("--psi", type=arg("psi"), default=0.7, help="truncation of the sample grid and the transition")
     t = p.add_argument_group("transition through each result (source -> adapted)")
@@ -128,6 +130,7 @@ def sweep_units(a, generator: str, out_dir: str):
         "iterations": a.iterations, "train_batch": a.batch, "lr": a.lr, "reference_lr_scale": a.reference_lr_scale,
         "mixing": a.mixing, "seed": a.seed, "schedule": a.schedule, "k": a.k, "train_layers": a.layers,
         "n_w": a.n_w, "n_i": a.n_i, "lambda_global": a.lambda_global, "psi": a.psi,
+        "precision": a.precision,
         "sample_seeds": None if a.sample_seeds.strip().lower() == "none" else a.sample_seeds,
     }
     if a.transition:
