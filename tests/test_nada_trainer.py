@@ -4,7 +4,8 @@ import torch
 
 from conftest import randomize, tiny_config
 from nada_ops.nada.guidance import Guidance, GuidanceEntry
-from nada_ops.nada.schedule import FreezeSchedule, adaptive_select, group_indices, trainable_layer_names
+from nada_ops.nada.schedule import (FreezeSchedule, adaptive_select, group_indices, schedule_from_options,
+                                    trainable_layer_names)
 from nada_ops.nada.trainer import AdaptSettings, NonFiniteLossError, adapt
 from nada_ops.stylegan.config import ws_layer_map
 from nada_ops.stylegan.networks import Generator, z_from_seeds
@@ -215,3 +216,16 @@ def test_out_of_memory_stops_and_keeps_what_was_trained(G, guidance, monkeypatch
     assert r.stop_exception.__traceback__ is None     # holds no frames (and no tensors) of the failed step
     two = adapt(G, guidance, AdaptSettings(**{**FAST, "iterations": 2}))
     assert all(torch.equal(v, two.G.state_dict()[k]) for k, v in r.G.state_dict().items())
+
+
+def test_schedule_from_command_line_options(tiny_G):
+    """adapt --schedule / job files: manual groups and W+ indices combined, adaptive with the
+    paper's 2/3 when k is not given, all by default."""
+    cfg = tiny_G.cfg
+    s = schedule_from_options(cfg, "manual", "fine, 1")
+    assert s.mode == "manual" and s.indices == tuple(sorted(set(group_indices(cfg, ["fine"])) | {1}))
+    s.validate(cfg)
+    a = schedule_from_options(cfg, "adaptive", k=None, n_w=4, n_i=2)
+    assert (a.k, a.k_fraction, a.n_w, a.n_i) == (None, 2 / 3, 4, 2)
+    assert schedule_from_options(cfg, "adaptive", k=3).k == 3
+    assert schedule_from_options(cfg, "all") == FreezeSchedule()

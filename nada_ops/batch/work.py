@@ -249,13 +249,12 @@ def _run_adapt(unit, device, cache, progress, say, overwrite, res):
 
 def _train(unit, device, cache, progress, say, model_path):
     """Adapt the unit's generator (the CLI ``adapt`` without its console): returns the result's handle."""
-    from ..clip.direction import image_direction, text_direction
+    from ..clip.direction import text_direction
     from ..clip.ensemble import ClipEnsemble
-    from ..nada.guidance import guidance_from
-    from ..nada.schedule import FreezeSchedule, group_indices
+    from ..nada.guidance import few_shot_direction, guidance_from
+    from ..nada.schedule import schedule_from_options
     from ..nada.trainer import AdaptSettings, adapt
     from ..stylegan.io import save_generator
-    from ..stylegan.sampling import sample_latents, synthesize
     s = unit.spec
     handle = cache.generator(_existing([s.generator])[0], device)
     cfg = handle.cfg
@@ -270,22 +269,8 @@ def _train(unit, device, cache, progress, say, model_path):
     if s.target is not None:
         direction = text_direction(ens, s.source, s.target, s.templates)
     else:
-        from ..io.images import read_images
-        side = max(max(m.input_size) if isinstance(m.input_size, (tuple, list)) else int(m.input_size)
-                   for m in ens.models)
-        imgs = read_images(s.target_images, max_side=side)
-        lat = sample_latents(handle.G, range(s.num_source_samples), 1.0)
-        src = synthesize(handle.G, lat.ws, "const", 8)
-        direction = image_direction(ens, imgs, src, source_layout="generator")
-    if s.schedule == "manual":
-        parts = [p.strip() for p in s.train_layers.split(",") if p.strip()]
-        idx = set(int(p) for p in parts if p.isdigit())
-        idx |= set(group_indices(cfg, [p for p in parts if not p.isdigit()]))
-        schedule = FreezeSchedule(mode="manual", indices=tuple(sorted(idx)))
-    elif s.schedule == "adaptive":
-        schedule = FreezeSchedule(mode="adaptive", k=s.k, k_fraction=None if s.k else 2 / 3, n_w=s.n_w, n_i=s.n_i)
-    else:
-        schedule = FreezeSchedule()
+        direction = few_shot_direction(ens, s.target_images, handle.G, s.num_source_samples)
+    schedule = schedule_from_options(cfg, s.schedule, s.train_layers, s.k, s.n_w, s.n_i)
     settings = AdaptSettings(iterations=s.iterations, batch_size=s.train_batch, lr=s.lr,
                              reference_lr_scale=s.reference_lr_scale, mixing_prob=s.mixing, seed=s.seed,
                              preview_every=0, lambda_global=s.lambda_global, precision=s.precision)

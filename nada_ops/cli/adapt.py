@@ -85,14 +85,14 @@ def run(argv) -> int:
 
     from ..catalogue import (catalogue, clip_entry, clip_weights_for, default_folder, local_path, missing,
                              offline_reason, unavailable_message, ModelUnavailableError)
-    from ..clip.direction import image_direction, text_direction
+    from ..clip.direction import text_direction
     from ..clip.ensemble import ClipEnsemble
     from ..clip.models import load_clip
     from ..clip.templates import expand_templates
     from ..stylegan.io import load_generator, save_generator
-    from ..stylegan.sampling import sample_latents, save_image_grid, synthesize
-    from ..nada.guidance import guidance_from
-    from ..nada.schedule import FreezeSchedule, group_indices
+    from ..stylegan.sampling import save_image_grid
+    from ..nada.guidance import few_shot_direction, guidance_from
+    from ..nada.schedule import schedule_from_options
     from ..nada.trainer import AdaptSettings, adapt
     from .common import (ByteProgress, ProgressPrinter, Stage, device_from_arg, format_duration, generator_path,
                          note_interrupted_download, say)
@@ -155,26 +155,11 @@ def run(argv) -> int:
                    f"{len(ens)} CLIP model(s)"):
             direction = text_direction(ens, a.source, a.target, a.templates)
     else:
-        from ..io.images import read_images
         files = _image_files(a.target_images)
-        # decoded (bounded, reduced while decoding) only as large as the largest CLIP input
-        side = max(max(m.input_size) if isinstance(m.input_size, (tuple, list)) else int(m.input_size)
-                   for m in ens.models)
         with Stage(f"encoding {len(files)} target image(s) and {a.num_source_samples} generated source image(s)"):
-            imgs = read_images(files, max_side=side)
-            lat = sample_latents(handle.G, range(a.num_source_samples), 1.0)
-            src = synthesize(handle.G, lat.ws, "const", 8)
-            direction = image_direction(ens, imgs, src, source_layout="generator")
+            direction = few_shot_direction(ens, files, handle.G, a.num_source_samples)
 
-    if a.schedule == "manual":
-        parts = [s.strip() for s in a.layers.split(",") if s.strip()]
-        idx = set(int(p) for p in parts if p.isdigit())
-        idx |= set(group_indices(cfg, [p for p in parts if not p.isdigit()]))
-        schedule = FreezeSchedule(mode="manual", indices=tuple(sorted(idx)))
-    elif a.schedule == "adaptive":
-        schedule = FreezeSchedule(mode="adaptive", k=a.k, k_fraction=None if a.k else 2 / 3, n_w=a.n_w, n_i=a.n_i)
-    else:
-        schedule = FreezeSchedule()
+    schedule = schedule_from_options(cfg, a.schedule, a.layers, a.k, a.n_w, a.n_i)
     settings = AdaptSettings(iterations=a.iterations, batch_size=a.batch, lr=a.lr,
                              reference_lr_scale=a.reference_lr_scale, mixing_prob=a.mixing, seed=a.seed,
                              preview_every=a.preview_every, lambda_global=a.lambda_global, precision=a.precision,

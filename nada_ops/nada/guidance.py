@@ -62,3 +62,16 @@ def guidance_from(ensemble, direction) -> Guidance:
         d, t = direction.for_model(model)
         entries.append(GuidanceEntry(model=model, weight=float(weight), key=model.key, direction=d, target=t))
     return Guidance(entries)
+
+
+def few_shot_direction(ensemble, image_files, G, num_source_samples: int = 16):
+    """The image-guided (few-shot) direction: the target images (decoded only as large as the
+    largest CLIP input) against ``num_source_samples`` images of ``G`` (seeds 0.., no truncation)."""
+    from ..clip.direction import image_direction
+    from ..io.images import read_images
+    from ..stylegan.sampling import sample_latents, synthesize
+    side = max(max(m.input_size) if isinstance(m.input_size, (tuple, list)) else int(m.input_size)
+               for m in ensemble.models)
+    imgs = read_images(image_files, max_side=side)
+    src = synthesize(G, sample_latents(G, range(num_source_samples), 1.0).ws, "const", 8)
+    return image_direction(ensemble, imgs, src, source_layout="generator")

@@ -121,6 +121,21 @@ def group_indices(cfg: StyleGAN2Config, groups) -> list[int]:
     return sorted(set(out))
 
 
+def schedule_from_options(cfg, mode: str, layers: str = "", k: int | None = None, n_w: int = 8,
+                          n_i: int = 1) -> "FreezeSchedule":
+    """The schedule the command line and job files describe: ``mode`` all / adaptive (k, or the
+    paper's 2/3 of the W+ entries) / manual (``layers``: coarse / middle / fine and/or W+
+    indices, comma-separated)."""
+    if mode == "manual":
+        parts = [p.strip() for p in layers.split(",") if p.strip()]
+        idx = {int(p) for p in parts if p.isdigit()}
+        idx |= set(group_indices(cfg, [p for p in parts if not p.isdigit()]))
+        return FreezeSchedule(mode="manual", indices=tuple(sorted(idx)))
+    if mode == "adaptive":
+        return FreezeSchedule(mode="adaptive", k=k, k_fraction=None if k else 2 / 3, n_w=n_w, n_i=n_i)
+    return FreezeSchedule()
+
+
 def trainable_layer_names(cfg: StyleGAN2Config, indices) -> list[str]:
     """Synthesis layers driven by the given W+ indices, without the always-frozen ones
     (ToRGB; StyleGAN3's Fourier input): :func:`~nada_ops.stylegan.config.frozen_layers`."""
