@@ -4,7 +4,7 @@ trained) comes from ``nada_ops.stylegan.config`` (the one place that knows it, f
 StyleGAN3 alike)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 

@@ -168,7 +168,7 @@ class GeneratorHandle:
             lines += [
                 f"resolution: {c.img_resolution}x{c.img_resolution}, {c.img_channels} channels",
                 f"z_dim {c.z_dim}, w_dim {c.w_dim}, c_dim {c.c_dim}, mapping layers {c.num_mapping_layers}",
-                f"channels: " + ", ".join(f"{r}:{c.channels(r)}" for r in c.block_resolutions),
+                "channels: " + ", ".join(f"{r}:{c.channels(r)}" for r in c.block_resolutions),
                 f"num_ws (W+ entries): {c.num_ws}",
             ]
         lines += [

@@ -269,15 +269,11 @@ class SynthesisNetwork(nn.Module):
         return img
 
 
-class Generator(nn.Module):
-    """StyleGAN2 generator: ``G(z, c) -> image in [-1, 1]`` (NCHW)."""
+class GeneratorBase(nn.Module):
+    """The latent side StyleGAN2 and StyleGAN3 generators share: ``cfg``, a ``mapping`` network
+    with its ``w_avg`` and a ``synthesis`` network (set by the subclass), W+ entries, truncation."""
 
-    def __init__(self, cfg: StyleGAN2Config):
-        super().__init__()
-        cfg.validate()
-        self.cfg = cfg
-        self.mapping = MappingNetwork(cfg)
-        self.synthesis = SynthesisNetwork(cfg)
+    cfg: StyleGAN2Config
 
     @property
     def num_ws(self) -> int:
@@ -290,12 +286,22 @@ class Generator(nn.Module):
     def ws_layer_map(self) -> list[list[str]]:
         return ws_layer_map(self.cfg)
 
-    # --------------------------------------------------------------- latents
     def map(self, z, c=None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None):
         """z [N, z_dim] (+ one-hot c [N, c_dim]) -> W+ [N, num_ws, w_dim], truncated."""
         w = self.mapping(z, c)
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
         return truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
+
+
+class Generator(GeneratorBase):
+    """StyleGAN2 generator: ``G(z, c) -> image in [-1, 1]`` (NCHW)."""
+
+    def __init__(self, cfg: StyleGAN2Config):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        self.mapping = MappingNetwork(cfg)
+        self.synthesis = SynthesisNetwork(cfg)
 
     def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode="const", noises=None):
         ws = self.map(z, c, truncation_psi, truncation_cutoff)

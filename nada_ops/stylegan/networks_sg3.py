@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops import filtered_lrelu
-from .config import StyleGAN3Config, ws_layer_map
-from .networks import NOISE_MODES, FullyConnected, MappingNetwork, truncate
+from .config import StyleGAN3Config
+from .networks import NOISE_MODES, FullyConnected, GeneratorBase, MappingNetwork
 
 
 # ----------------------------------------------------------------------------- filter design
@@ -261,7 +261,7 @@ class SynthesisNetwork(nn.Module):
         return x
 
 
-class StyleGAN3Generator(nn.Module):
+class StyleGAN3Generator(GeneratorBase):
     """StyleGAN3 generator: ``G(z, c) -> image in [-1, 1]`` (NCHW); same interface as
     :class:`nada_ops.stylegan.networks.Generator`."""
 
@@ -271,22 +271,6 @@ class StyleGAN3Generator(nn.Module):
         self.cfg = cfg
         self.mapping = MappingNetwork(cfg)
         self.synthesis = SynthesisNetwork(cfg)
-
-    @property
-    def num_ws(self) -> int:
-        return self.cfg.num_ws
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self.mapping.w_avg
-
-    def ws_layer_map(self) -> list[list[str]]:
-        return ws_layer_map(self.cfg)
-
-    def map(self, z, c=None, truncation_psi: float = 1.0, truncation_cutoff: int | None = None):
-        w = self.mapping(z, c)
-        ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)
-        return truncate(ws, self.w_avg, truncation_psi, truncation_cutoff)
 
     def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode="const", noises=None,
                 transform=None):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..latents import WLatents
-from .networks import Generator, style_mix, truncate, z_from_seeds
+from .networks import Generator, style_mix, z_from_seeds
 
 ProgressFn = Callable[[int, int, object], None]
 
