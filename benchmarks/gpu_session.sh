@@ -56,6 +56,10 @@ else
   timeout $(t 100) $PY -m pytest -q -p no:cacheprovider -x -s tests/test_speed_gpu.py tests/test_kernels.py \
     > "$W/tests_gpu.log" 2>&1
   echo "pytest exit $?"; grep -E "passed|failed|error|vs exact" "$W/tests_gpu.log" | tail -8
+  stage "GPU tests: StyleGAN3 filtered_lrelu kernel (never run on a GPU before; auto keeps the reference until it passes)"
+  timeout $(t 40) $PY -m pytest -q -p no:cacheprovider -m gpu tests/test_filtered_lrelu.py \
+    >> "$W/tests_gpu.log" 2>&1
+  echo "pytest exit $?"; grep -E "passed|failed|error" "$W/tests_gpu.log" | tail -2
 fi
 
 stage "official StyleGAN-NADA loop ($OFFICIAL)"
