@@ -199,3 +199,19 @@ def test_writer_dtypes_shapes_and_padding(tmp_path):
         assert torch.equal(theirs[k], t), k
     with pytest.raises(TypeError):
         write_safetensors(tmp_path / "x.safetensors", {"a": torch.zeros(1)}, {"k": 1})
+
+
+def test_foreign_or_newer_pack_files_are_named_clearly(tmp_path, tiny_G):
+    """A safetensors file of another kind (a mapper) or of a newer format version is refused with
+    the field, the value and what was expected."""
+    from nada_ops.io.safetensors_files import read_safetensors, write_safetensors
+    p = tmp_path / "g.safetensors"
+    save_generator(tiny_G, p)
+    sd, meta = read_safetensors(p)
+    write_safetensors(tmp_path / "m.safetensors", sd, {**meta, "format": "nada-latent-mapper"})
+    with pytest.raises(CheckpointError, match=r"'format' is .*nada-latent-mapper.*expected one of "
+                                              r"\['nada-stylegan2', 'nada-stylegan3'\].*StyleGAN generator"):
+        load_generator(tmp_path / "m.safetensors")
+    write_safetensors(tmp_path / "v.safetensors", sd, {**meta, "format_version": "99"})
+    with pytest.raises(CheckpointError, match=r"'format_version' is .*99.*reads '1'"):
+        load_generator(tmp_path / "v.safetensors")

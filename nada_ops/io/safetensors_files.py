@@ -26,7 +26,7 @@ from .budget import ReadBudget
 from .errors import UntrustedFileError, describe
 from .tensors import MAX_DIM, MAX_NDIM
 
-__all__ = ["SafetensorsHeader", "read_safetensors_header", "read_safetensors", "write_safetensors", "loads_json",
+__all__ = ["SafetensorsHeader", "read_safetensors_header", "read_safetensors", "write_safetensors", "format_problem", "loads_json",
            "SAFETENSORS_DTYPES", "MAX_HEADER_BYTES", "MAX_JSON_DEPTH"]
 
 SAFETENSORS_DTYPES = {
@@ -174,6 +174,22 @@ def read_safetensors(path, check=None) -> tuple[dict[str, torch.Tensor], dict[st
         if check is not None:
             check(header)
         return read_safetensors_data(fh, header, budget), header.metadata
+
+
+def format_problem(metadata: dict, names, version: str, what: str) -> str | None:
+    """What is wrong with the ``format`` / ``format_version`` fields that the pack's own
+    safetensors files (generators, mappers, priors) carry, or None. ``names``: the accepted
+    format name(s); ``what``: what the file should be ("a prior", ...), for the hint."""
+    names = [names] if isinstance(names, str) else sorted(names)
+    fmt = metadata.get("format")
+    if fmt not in names:
+        expected = repr(names[0]) if len(names) == 1 else f"one of {names}"
+        return (f"safetensors metadata field 'format' is {describe(fmt)}, expected {expected} "
+                f"(is this {what} saved by this pack?)")
+    ver = metadata.get("format_version")
+    if ver != version:
+        return f"metadata field 'format_version' is {describe(ver)}; this version of the pack reads {version!r}"
+    return None
 
 
 _DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}

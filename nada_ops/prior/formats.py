@@ -29,7 +29,7 @@ import torch
 
 from ..fileio import atomic_write
 from ..io.errors import UntrustedFileError, describe, path_text
-from ..io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header
+from ..io.safetensors_files import format_problem, loads_json, read_safetensors_data, read_safetensors_header
 from ..io.tensors import FLOAT_DTYPES
 from .config import PriorConfig, PriorConfigError
 from .diffusion import cosine_betas
@@ -95,12 +95,9 @@ def read_prior_file(path, device="cpu") -> LatentPrior:
         with open_untrusted(path) as (fh, budget):
             header = read_safetensors_header(fh, path, budget)
             meta = header.metadata
-            if meta.get("format") != FORMAT_NAME:
-                raise PriorFileError(path, f"safetensors metadata field 'format' is {describe(meta.get('format'))}, "
-                                           f"expected {FORMAT_NAME!r} (is this a prior saved by this pack?)")
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise PriorFileError(path, f"metadata field 'format_version' is {describe(meta.get('format_version'))}; "
-                                           f"this version of the pack reads {FORMAT_VERSION!r}")
+            problem = format_problem(meta, FORMAT_NAME, FORMAT_VERSION, "a prior")
+            if problem:
+                raise PriorFileError(path, problem)
             try:
                 cfg = PriorConfig.from_dict(_meta_json(meta, "config", path, 3), where="metadata field 'config'")
             except (PriorConfigError, TypeError) as e:

@@ -31,7 +31,8 @@ import torch
 from ...fileio import atomic_write
 from ...io.errors import UntrustedFileError, describe, path_text
 from ...io.pickles import AllowList
-from ...io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header, write_safetensors
+from ...io.safetensors_files import (format_problem, loads_json, read_safetensors_data, read_safetensors_header,
+                                     write_safetensors)
 from ...io.tensors import FLOAT_DTYPES
 from ...io.torch_files import open_untrusted, read_torch_file
 from .network import LEVELS, SINGLE, LatentMapper, MapperConfig, MapperConfigError
@@ -162,12 +163,9 @@ def _read_safetensors(path):
         with open_untrusted(path) as (fh, budget):
             header = read_safetensors_header(fh, path, budget)
             meta = header.metadata
-            if meta.get("format") != FORMAT_NAME:
-                raise MapperFileError(path, f"safetensors metadata field 'format' is {describe(meta.get('format'))}, "
-                                            f"expected {FORMAT_NAME!r} (is this a latent mapper saved by this pack?)")
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise MapperFileError(path, f"metadata field 'format_version' is {describe(meta.get('format_version'))};"
-                                            f" this version of the pack reads {FORMAT_VERSION!r}")
+            problem = format_problem(meta, FORMAT_NAME, FORMAT_VERSION, "a latent mapper")
+            if problem:
+                raise MapperFileError(path, problem)
             arch = loads_json(meta.get("mapper", ""), "metadata field 'mapper'", path, max_depth=2)
             try:
                 cfg = MapperConfig.from_dict(arch, "metadata field 'mapper'")

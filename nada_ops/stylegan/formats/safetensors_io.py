@@ -20,7 +20,8 @@ import torch
 
 from ...fileio import atomic_write
 from ...io.errors import UntrustedFileError, describe
-from ...io.safetensors_files import loads_json, read_safetensors_data, read_safetensors_header, write_safetensors
+from ...io.safetensors_files import (format_problem, loads_json, read_safetensors_data, read_safetensors_header,
+                                     write_safetensors)
 from ...io.tensors import FLOAT_DTYPES
 from ...io.torch_files import open_untrusted
 from ..config import ArchitectureError, StyleGAN2Config, config_from_dict
@@ -68,16 +69,10 @@ def read_safetensors_generator(path) -> ReadResult:
 
 def _validate(header, path) -> tuple[StyleGAN2Config, dict]:
     meta = header.metadata
-    fmt = meta.get("format")
-    family = {v: k for k, v in FORMAT_NAMES.items()}.get(fmt) if type(fmt) is str else None
-    if family is None:
-        raise CheckpointError(path, f"safetensors metadata field 'format' is {describe(fmt)}, expected one of "
-                                    f"{sorted(FORMAT_NAMES.values())} (is this a StyleGAN generator saved by this "
-                                    "pack?)")
-    ver = meta.get("format_version")
-    if ver != FORMAT_VERSION:
-        raise CheckpointError(path, f"metadata field 'format_version' is {describe(ver)}; this version of the pack "
-                                    f"reads {FORMAT_VERSION!r}")
+    problem = format_problem(meta, FORMAT_NAMES.values(), FORMAT_VERSION, "a StyleGAN generator")
+    if problem:
+        raise CheckpointError(path, problem)
+    family = {v: k for k, v in FORMAT_NAMES.items()}[meta["format"]]
     arch = _meta_json(meta, "architecture", path, "", max_depth=2)
     try:
         cfg = config_from_dict(arch, family, where="metadata field 'architecture'")
